@@ -32,8 +32,14 @@ def _after_encode():
     register()
 
 
+def _after_faiss_searcher():
+    from .encoders import guard_faiss_dimension
+
+    guard_faiss_dimension()
+
+
 _BEFORE = {"pyserini": _before_pyserini, "pyserini.pyclass": _before_pyclass}
-_AFTER = {"pyserini.encode": _after_encode}
+_AFTER = {"pyserini.encode": _after_encode, "pyserini.search.faiss._searcher": _after_faiss_searcher}
 
 
 class _Loader(importlib.abc.Loader):
@@ -73,6 +79,8 @@ def install() -> None:
         sys.meta_path.insert(0, _Finder())
     if "pyserini.encode" in sys.modules:
         _after_encode()
+    if "pyserini.search.faiss._searcher" in sys.modules:
+        _after_faiss_searcher()
 
 
 try:

@@ -1,0 +1,170 @@
+"""Dense retrieval through stock Pyserini: ``pyserini.encode`` builds the FAISS index,
+``pyserini.search.faiss`` writes the TREC run. We only add what Pyserini lacks:
+
+* ``DenseModel``: how to call those CLIs for a model (KD-SPD folder, or a plain
+  Hugging Face encoder with its pooling, normalisation and prefixes);
+* ``split_index``: per-language indexes cut out of one encoded collection, so the
+  per-language baselines (mDPR + round robin / score) reuse the end-to-end
+  encoding instead of encoding every document twice;
+* reuse of finished outputs, so re-running a pipeline skips what exists.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._java import java_env
+from ..io import atomic_write, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DenseModel:
+    """A model as the stock CLIs need it. ``kdspd`` models carry their own settings."""
+
+    name: str                      # label used in file names and tables
+    path: str                      # model folder or HF id given to --encoder
+    kind: str = "auto"             # "kdspd" or "auto" (Pyserini's AutoDocument/QueryEncoder)
+    pooling: str = "mean"
+    l2_norm: bool = True
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+    dimension: int = 384
+    doc_batch_size: int = 64
+    extra_encode_args: list = field(default_factory=list)
+
+    def encode_args(self) -> list[str]:
+        args = ["--encoder", self.path, "--dimension", str(self.dimension), "--device", "cpu",
+                "--batch-size", str(self.doc_batch_size)]
+        if self.kind == "kdspd":
+            return args + ["--fields", "text", "lang"] + self.extra_encode_args
+        args += ["--encoder-class", "auto", "--pooling", self.pooling, "--fields", "text"]
+        if self.l2_norm:
+            args.append("--l2-norm")
+        if self.passage_prefix:
+            args += ["--prefix", self.passage_prefix.rstrip()]  # Pyserini adds the space itself
+        return args + self.extra_encode_args
+
+    def search_args(self) -> list[str]:
+        args = ["--encoder", self.path, "--device", "cpu"]
+        if self.kind == "kdspd":
+            return args
+        args += ["--encoder-class", "auto", "--pooling", self.pooling]
+        if self.l2_norm:
+            args.append("--l2-norm")
+        if self.query_prefix:
+            args += ["--query-prefix", self.query_prefix.rstrip()]
+        return args
+
+    @classmethod
+    def from_name(cls, label: str, name: str, **overrides) -> "DenseModel":
+        """A packaged alias / HF id / KD-SPD folder, with settings read from the model itself."""
+        from ..encoders import is_kdspd_folder
+        from ..models import model_settings, resolve_model
+
+        if is_kdspd_folder(name):
+            from ..spd import StudentConfig
+
+            cfg = StudentConfig.load(name)
+            return cls(label, str(name), kind="kdspd", dimension=int(cfg.output_dim), **overrides)
+        path = resolve_model(name)
+        s = model_settings(name)
+        from transformers import AutoConfig
+
+        dim = AutoConfig.from_pretrained(path).hidden_size
+        return cls(label, str(path), kind="auto", pooling=s["pooling"], l2_norm=s["l2_norm"],
+                   query_prefix=s.get("query_prefix"), passage_prefix=s.get("passage_prefix"),
+                   dimension=int(dim), **overrides)
+
+
+def _run(cmd: list[str], what: str) -> None:
+    log.info("%s: %s", what, " ".join(cmd))
+    env = java_env()
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}")
+
+
+def index_complete(index_dir) -> bool:
+    d = Path(index_dir)
+    return (d / "index").is_file() and (d / "docid").is_file()
+
+
+def encode_corpus(model: DenseModel, corpus_dir, index_dir, force: bool = False) -> Path:
+    """``python -m pyserini.encode ... --to-faiss`` into a fresh folder, renamed when complete."""
+    index_dir = Path(index_dir)
+    if index_complete(index_dir) and not force:
+        log.info("reusing %s", index_dir)
+        return index_dir
+    tmp = index_dir.with_name(index_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pyserini.encode",
+           "input", "--corpus", str(corpus_dir), "--fields", "text", "lang",
+           "output", "--embeddings", str(tmp), "--to-faiss",
+           "encoder", *model.encode_args()]
+    _run(cmd, f"encode {corpus_dir} with {model.name}")
+    if not index_complete(tmp):
+        raise RuntimeError(f"pyserini.encode finished but {tmp} has no index/docid files")
+    if index_dir.exists():
+        shutil.rmtree(index_dir)
+    os.replace(tmp, index_dir)
+    return index_dir
+
+
+def split_index(index_dir, corpus_jsonl, out_root, field_name: str = "lang", force: bool = False) -> dict[str, Path]:
+    """Per-language flat inner-product indexes (Pyserini's layout) cut from one encoded collection."""
+    import faiss
+    import numpy as np
+
+    index_dir, out_root = Path(index_dir), Path(out_root)
+    docids = (index_dir / "docid").read_text(encoding="utf-8").split("\n")
+    docids = [d for d in docids if d]
+    lang_of = {rec["id"]: rec.get(field_name) for rec in read_jsonl(corpus_jsonl)}
+    missing = [d for d in docids if d not in lang_of]
+    if missing:
+        raise ValueError(f"{index_dir}: {len(missing)} indexed docids are not in {corpus_jsonl} "
+                         f"(e.g. {missing[0]!r}); was the index built from another corpus?")
+    langs = sorted({lang_of[d] for d in docids})
+    outs = {lang: out_root / lang for lang in langs}
+    if not force and all(index_complete(p) for p in outs.values()):
+        return outs
+    index = faiss.read_index(str(index_dir / "index"))
+    vectors = index.reconstruct_n(0, index.ntotal)
+    for lang, out in outs.items():
+        rows = np.array([i for i, d in enumerate(docids) if lang_of[d] == lang], dtype=np.int64)
+        sub = faiss.IndexFlatIP(index.d)
+        sub.add(np.ascontiguousarray(vectors[rows]))
+        out.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(sub, str(out / "index.tmp"))
+        os.replace(out / "index.tmp", out / "index")
+        with atomic_write(out / "docid") as f:
+            f.write("".join(docids[i] + "\n" for i in rows))
+    with atomic_write(out_root / "split.json") as f:
+        json.dump({"source": str(index_dir), "field": field_name,
+                   "counts": {lang: int(sum(lang_of[d] == lang for d in docids)) for lang in langs}}, f)
+    return outs
+
+
+def search(model: DenseModel, index_dir, topics, output, hits: int = 100, threads: int = 2,
+           batch_size: int = 64, force: bool = False, extra_args: list | None = None) -> Path:
+    """``python -m pyserini.search.faiss`` writing a TREC run (skipped when the run exists)."""
+    output = Path(output)
+    if output.is_file() and output.stat().st_size > 0 and not force:
+        log.info("reusing %s", output)
+        return output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name("." + output.name + ".partial")
+    cmd = [sys.executable, "-m", "pyserini.search.faiss", "--index", str(index_dir), "--topics", str(topics),
+           "--output", str(tmp), "--hits", str(hits), "--threads", str(threads), "--batch-size", str(batch_size),
+           *model.search_args(), *(extra_args or [])]
+    _run(cmd, f"search {index_dir} with {model.name}")
+    os.replace(tmp, output)
+    return output
