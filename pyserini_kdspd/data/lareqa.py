@@ -1,0 +1,401 @@
+"""LAReQA XQuAD-R (Roy et al., EMNLP 2020) as a Pyserini collection.
+
+XQuAD-R is the language-agnostic retrieval version of XQuAD: the 240 XQuAD
+paragraphs in 11 languages are split into sentences, and a question must
+retrieve its answer sentence in *every* language from the pool of all 13,014
+sentences. KD-SPD (Huang et al., SIGIR 2023) evaluates English queries against
+this multilingual pool, so the collection written here is:
+
+* ``collections/lareqa/corpus/corpus.jsonl``: every sentence of every language,
+  ``{"id", "contents", "text", "lang"}`` -- ``contents`` for
+  ``pyserini.index.lucene --collection JsonCollection``, ``text`` and ``lang`` for
+  ``pyserini.encode input --fields text lang``;
+* ``collections/lareqa/by-lang/{lang}/corpus.jsonl``: the same records per language
+  (BM25 needs one index per language analyzer);
+* ``topics/lareqa.{lang}.tsv``: the 1190 questions in each language (the
+  non-English ones are XQuAD's human translations, i.e. "human" query translations);
+* ``qrels/lareqa.txt``: for each question, its answer sentence in each of the 11
+  languages (grade 1);
+* ``collections/lareqa/stats.json``: counts, how each answer was located, and
+  the input checksums that make re-runs skip work. It lives beside (not inside)
+  ``corpus/`` because Pyserini reads every file of a collection folder.
+
+The answer sentence is, as in LAReQA, the sentence whose ``sentence_breaks``
+range holds the answer's ``answer_start``. When no range holds it, the sentence
+of the same paragraph containing the answer text is used instead, and the
+counts of both are reported, never silently dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import io
+from ..io import FormatError
+from ..paths import cache_dir
+from ..paths import data_dir as _shared_data_dir
+from . import register
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
+QUERY_LANGUAGE = "en"
+NAME = "lareqa"
+# Public home of the data; the shared copy is google-research-datasets/lareqa @ 9bc8c7fb.
+URL_TEMPLATE = "https://github.com/google-research-datasets/lareqa/raw/master/xquad-r/{lang}.json"
+_STATS_VERSION = 1
+
+
+# ------------------------------------------------------------------ structures
+@dataclass(frozen=True)
+class Sentence:
+    docid: str
+    lang: str
+    text: str
+    article: int
+    paragraph: int
+    index: int
+
+
+@dataclass(frozen=True)
+class Question:
+    qid: str
+    lang: str
+    text: str
+    answer: str
+    answer_start: int
+    article: int
+    paragraph: int
+
+
+@dataclass
+class LareqaData:
+    """XQuAD-R in memory: the sentence pool, the questions per language and the qrels."""
+
+    sentences: list[Sentence]
+    questions: dict[str, dict[str, Question]]        # lang -> qid -> question
+    answers: dict[str, dict[str, str]]                # lang -> qid -> docid of its answer sentence
+    qrels: dict[str, dict[str, int]]                  # English qid -> docid -> 1
+    located: dict[str, Counter]                       # lang -> {"offset", "text", "unlocated", "absent"}
+    answer_crosses_break: dict[str, int]              # lang -> answers running past their sentence's end
+    sources: dict[str, Path]                          # lang -> input file
+
+    def topics(self, lang: str) -> dict[str, str]:
+        """Questions of ``lang`` in the order of the English topics (qids are shared)."""
+        qs = self.questions[lang]
+        return {qid: qs[qid].text for qid in self.questions[QUERY_LANGUAGE] if qid in qs}
+
+    def sentences_of(self, lang: str) -> list[Sentence]:
+        return [s for s in self.sentences if s.lang == lang]
+
+
+@dataclass(frozen=True)
+class LareqaPaths:
+    """Where :func:`prepare_lareqa` wrote the collection, topics and qrels."""
+
+    root: Path                    # collections/lareqa
+    corpus: Path                  # collections/lareqa/corpus (folder, for Pyserini's --input/--corpus)
+    by_lang: dict[str, Path]      # lang -> collections/lareqa/by-lang/{lang}
+    topics: dict[str, Path]       # lang -> topics/lareqa.{lang}.tsv
+    qrels: Path                   # qrels/lareqa.txt
+    stats: Path                   # collections/lareqa/stats.json
+
+
+def output_paths(output_root: str | os.PathLike = ".") -> LareqaPaths:
+    out = Path(output_root)
+    root = out / "collections" / NAME
+    return LareqaPaths(
+        root=root,
+        corpus=root / "corpus",
+        by_lang={lang: root / "by-lang" / lang for lang in LANGUAGES},
+        topics={lang: out / "topics" / f"{NAME}.{lang}.tsv" for lang in LANGUAGES},
+        qrels=out / "qrels" / f"{NAME}.txt",
+        stats=root / "stats.json",
+    )
+
+
+def make_docid(lang: str, article: int, paragraph: int, sentence: int) -> str:
+    """Position-derived id (``de-a012-p03-s02``): stable across runs and identical in shape across languages."""
+    return f"{lang}-a{article:03d}-p{paragraph:02d}-s{sentence:02d}"
+
+
+# ---------------------------------------------------------------------- input
+def find_source(data_dir: str | os.PathLike | None = None, *, download: bool = True,
+                url_template: str = URL_TEMPLATE) -> Path:
+    """The folder holding ``{lang}.json`` for the 11 languages.
+
+    Looked for in ``data_dir`` (the shared data folder, its ``lareqa/xquad-r``, or the
+    ``xquad-r`` folder itself), else ``$PYSERINI_KDSPD_DATA`` / ``../shared/data``, else
+    the cache, where the files are downloaded from their public home when missing.
+    """
+    if data_dir is not None:
+        base = Path(data_dir)
+        if not base.is_dir():
+            raise FileNotFoundError(f"data folder {base} does not exist")
+    else:
+        base = _shared_data_dir()
+    if base is not None:
+        for candidate in (base / "lareqa" / "xquad-r", base / "xquad-r", base):
+            if any((candidate / f"{lang}.json").is_file() for lang in LANGUAGES):
+                return candidate  # a partial folder is an error, raised when it is read
+    cached = cache_dir() / "lareqa" / "xquad-r"
+    missing = [lang for lang in LANGUAGES if not (cached / f"{lang}.json").is_file()]
+    if missing and not download:
+        raise FileNotFoundError(f"LAReQA XQuAD-R not found in {base or 'any data folder'} nor in {cached}")
+    for lang in missing:
+        _download(url_template.format(lang=lang), cached / f"{lang}.json", searched=base)
+    return cached
+
+
+def _download(url: str, dest: Path, searched: Path | None) -> None:
+    log.info("downloading %s -> %s", url, dest)
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "pyserini_kdspd"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            payload = resp.read()
+    except (urllib.error.URLError, OSError) as e:
+        where = f"in {searched}/lareqa/xquad-r" if searched else "in any data folder"
+        raise FileNotFoundError(
+            f"LAReQA XQuAD-R is not {where}, and downloading {url} failed ({e}). Without a network, "
+            f"copy {', '.join(f'{lang}.json' for lang in LANGUAGES)} from "
+            f"https://github.com/google-research-datasets/lareqa (folder xquad-r) into "
+            f"<data>/lareqa/xquad-r and pass --data-dir <data> (or set PYSERINI_KDSPD_DATA)") from None
+    try:
+        json.loads(payload)
+    except ValueError as e:
+        raise FormatError(url, None, f"downloaded file is not JSON ({e}); not saved") from None
+    with io.atomic_write(dest, "wb") as f:
+        f.write(payload)
+
+
+def _fail(path: Path, where: str, expected: str):
+    raise FormatError(path, None, f"{where}: expected {expected}")
+
+
+def _read_language(path: Path, lang: str) -> tuple[list[Sentence], list[Question], dict[tuple[int, int], list[tuple[int, int]]], int]:
+    """Strictly parse one ``{lang}.json``; returns sentences, questions, breaks per paragraph, break mismatches."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (LAReQA XQuAD-R needs {lang}.json for language {lang!r})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except json.JSONDecodeError as e:
+        raise FormatError(path, e.lineno, f"not valid JSON ({e.msg}, column {e.colno})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list) or not doc["data"]:
+        _fail(path, "top level", "a SQuAD-format object with a non-empty 'data' list")
+    sentences: list[Sentence] = []
+    questions: list[Question] = []
+    breaks_of: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    mismatches = 0
+    for ai, article in enumerate(doc["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            _fail(path, f"data[{ai}]", "an article with a 'paragraphs' list")
+        for pi, para in enumerate(article["paragraphs"]):
+            where = f"data[{ai}].paragraphs[{pi}]"
+            if not isinstance(para, dict):
+                _fail(path, where, "a paragraph object")
+            context, sents, brks = para.get("context"), para.get("sentences"), para.get("sentence_breaks")
+            if not isinstance(context, str):
+                _fail(path, where, "a 'context' string")
+            if not isinstance(sents, list) or not all(isinstance(s, str) for s in sents) or not sents:
+                _fail(path, where, "'sentences': a non-empty list of strings (LAReQA format)")
+            if not isinstance(brks, list) or not all(
+                    isinstance(b, list) and len(b) == 2 and all(isinstance(x, int) for x in b) for b in brks):
+                _fail(path, where, "'sentence_breaks': a list of [start, end] integer offsets (LAReQA format)")
+            if len(sents) != len(brks):
+                _fail(path, where, f"as many 'sentence_breaks' as 'sentences', got {len(brks)} and {len(sents)}")
+            for si, ((b, e), text) in enumerate(zip(brks, sents)):
+                if not 0 <= b <= e <= len(context):
+                    _fail(path, f"{where}.sentence_breaks[{si}]",
+                          f"0 <= start <= end <= {len(context)} (context length), got [{b}, {e}]")
+                if not text.strip():
+                    _fail(path, f"{where}.sentences[{si}]", "a non-empty sentence")
+                mismatches += context[b:e] != text
+                sentences.append(Sentence(make_docid(lang, ai, pi, si), lang, text.strip(), ai, pi, si))
+            breaks_of[ai, pi] = [(b, e) for b, e in brks]
+            qas = para.get("qas")
+            if not isinstance(qas, list):
+                _fail(path, where, "a 'qas' list")
+            for qi, qa in enumerate(qas):
+                qwhere = f"{where}.qas[{qi}]"
+                if not isinstance(qa, dict) or not isinstance(qa.get("id"), str) or not isinstance(
+                        qa.get("question"), str) or not qa["question"].strip():
+                    _fail(path, qwhere, "a question with string 'id' and non-empty 'question'")
+                answers = qa.get("answers")
+                if not isinstance(answers, list) or not answers or not isinstance(answers[0], dict) \
+                        or not isinstance(answers[0].get("answer_start"), int) \
+                        or not isinstance(answers[0].get("text"), str):
+                    _fail(path, qwhere, "'answers': a non-empty list of {'text', 'answer_start'}")
+                questions.append(Question(qa["id"], lang, qa["question"].strip(), answers[0]["text"],
+                                          answers[0]["answer_start"], ai, pi))
+    return sentences, questions, breaks_of, mismatches
+
+
+def _locate(q: Question, sents: list[Sentence], breaks: list[tuple[int, int]]) -> tuple[Sentence | None, str]:
+    """The answer sentence of ``q`` in its paragraph, and how it was found ("offset", "text" or "unlocated")."""
+    for s, (b, e) in zip(sents, breaks):
+        if b <= q.answer_start < e:
+            return s, "offset"
+    answer = q.answer.strip()
+    holding = [(abs(b - q.answer_start), s) for s, (b, _) in zip(sents, breaks) if answer and answer in s.text]
+    if holding:
+        return min(holding, key=lambda t: (t[0], t[1].index))[1], "text"
+    return None, "unlocated"
+
+
+def load_lareqa(data_dir: str | os.PathLike | None = None, *, download: bool = True,
+                url_template: str = URL_TEMPLATE) -> LareqaData:
+    """Read the 11 ``{lang}.json`` files strictly and build the sentence pool, topics and qrels in memory."""
+    src = find_source(data_dir, download=download, url_template=url_template)
+    sentences: list[Sentence] = []
+    questions: dict[str, dict[str, Question]] = {}
+    answers: dict[str, dict[str, str]] = {}
+    located: dict[str, Counter] = {}
+    crosses: dict[str, int] = {}
+    sources: dict[str, Path] = {}
+    for lang in LANGUAGES:
+        path = src / f"{lang}.json"
+        sources[lang] = path
+        sents, qs, breaks_of, mismatches = _read_language(path, lang)
+        if mismatches:
+            log.info("%s: %d sentences differ from their sentence_breaks slice of the context "
+                     "(the 'sentences' text is used)", path, mismatches)
+        sentences.extend(sents)
+        by_para: dict[tuple[int, int], list[Sentence]] = {}
+        for s in sents:
+            by_para.setdefault((s.article, s.paragraph), []).append(s)
+        questions[lang], answers[lang], located[lang], crosses[lang] = {}, {}, Counter(), 0
+        for q in qs:
+            if q.qid in questions[lang]:
+                raise FormatError(path, None, f"question id {q.qid!r} occurs twice")
+            questions[lang][q.qid] = q
+            key = (q.article, q.paragraph)
+            sent, how = _locate(q, by_para[key], breaks_of[key])
+            located[lang][how] += 1
+            if sent is not None:
+                answers[lang][q.qid] = sent.docid
+                crosses[lang] += q.answer.strip() not in sent.text
+            else:
+                log.warning("%s: answer of %s (%r at %d) is in no sentence of its paragraph",
+                            path, q.qid, q.answer, q.answer_start)
+    queries = questions[QUERY_LANGUAGE]
+    qrels: dict[str, dict[str, int]] = {}
+    for lang in LANGUAGES:
+        absent = [qid for qid in queries if qid not in questions[lang]]
+        extra = [qid for qid in questions[lang] if qid not in queries]
+        located[lang]["absent"] = len(absent)
+        if absent or extra:
+            log.warning("%s: %d English questions are missing, %d questions are not in English "
+                        "(they get no judgment in that language / no topic)", sources[lang], len(absent), len(extra))
+    for qid in queries:
+        qrels[qid] = {answers[lang][qid]: 1 for lang in LANGUAGES if qid in answers[lang]}
+    return LareqaData(sentences, questions, answers, qrels, located, crosses, sources)
+
+
+# --------------------------------------------------------------------- output
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _record(s: Sentence) -> dict:
+    return {"id": s.docid, "contents": s.text, "text": s.text, "lang": s.lang}
+
+
+def _is_complete(paths: LareqaPaths, output_root: Path, sources: dict[str, Path]) -> bool:
+    """True when stats.json matches the current input files and every output it lists has its line count."""
+    try:
+        stats = json.loads(paths.stats.read_text(encoding="utf-8"))
+        if stats.get("version") != _STATS_VERSION:
+            return False
+        if {lang: info["sha256"] for lang, info in stats["source"].items()} != \
+                {lang: _sha256(p) for lang, p in sources.items()}:
+            return False
+        return all((output_root / rel).is_file() and _count_lines(output_root / rel) == n
+                   for rel, n in stats["files"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _sources_without_reading(data_dir, download: bool, url_template: str) -> dict[str, Path]:
+    src = find_source(data_dir, download=download, url_template=url_template)
+    return {lang: src / f"{lang}.json" for lang in LANGUAGES}
+
+
+def _register_args(parser) -> None:
+    parser.add_argument("--no-download", dest="download", action="store_false",
+                        help="fail instead of downloading XQuAD-R when it is not in the data folder")
+
+
+@register(NAME, help="LAReQA XQuAD-R: 13,014 sentences in 11 languages, English questions, 11 answers each",
+          add_arguments=_register_args)
+def prepare_lareqa(data_dir: str | os.PathLike | None = None, output_root: str | os.PathLike = ".",
+                   force: bool = False, download: bool = True, url_template: str = URL_TEMPLATE) -> LareqaPaths:
+    """Write the LAReQA XQuAD-R corpus, per-language sub-collections, topics and qrels under ``output_root``.
+
+    Idempotent: when ``stats.json`` says the outputs were built from the same input
+    files and they are all there and complete, nothing is rewritten (unless ``force``).
+    """
+    out = Path(output_root)
+    paths = output_paths(out)
+    sources = _sources_without_reading(data_dir, download, url_template)
+    if not force and _is_complete(paths, out, sources):
+        log.info("%s is complete (see %s); pass force=True / --force to rebuild", paths.root, paths.stats)
+        return paths
+    data = load_lareqa(data_dir, download=download, url_template=url_template)
+
+    files: dict[Path, int] = {}
+    files[paths.corpus / "corpus.jsonl"] = io.write_jsonl(paths.corpus / "corpus.jsonl",
+                                                          (_record(s) for s in data.sentences))
+    per_lang: dict[str, int] = {}
+    for lang in LANGUAGES:
+        target = paths.by_lang[lang] / "corpus.jsonl"
+        files[target] = per_lang[lang] = io.write_jsonl(target, (_record(s) for s in data.sentences_of(lang)))
+    for lang in LANGUAGES:
+        topics = data.topics(lang)
+        io.write_topics(paths.topics[lang], topics)
+        files[paths.topics[lang]] = len(topics)
+    io.write_qrels(paths.qrels, data.qrels)
+    files[paths.qrels] = sum(len(d) for d in data.qrels.values())
+
+    per_query = Counter(len(d) for d in data.qrels.values())
+    stats = {
+        "version": _STATS_VERSION,
+        "name": "LAReQA XQuAD-R",
+        "source": {lang: {"path": str(p.resolve()), "sha256": _sha256(p)} for lang, p in data.sources.items()},
+        "sentences": per_lang,
+        "total_sentences": len(data.sentences),
+        "questions": {lang: len(data.questions[lang]) for lang in LANGUAGES},
+        "queries": len(data.qrels),
+        "judgments": files[paths.qrels],
+        "relevant_per_query": {str(k): v for k, v in sorted(per_query.items())},
+        "answer_located_by": {lang: {k: data.located[lang].get(k, 0)
+                                     for k in ("offset", "text", "unlocated", "absent")} for lang in LANGUAGES},
+        "answer_crosses_sentence_break": data.answer_crosses_break,
+        "files": {str(p.relative_to(out)): n for p, n in files.items()},
+    }
+    with io.atomic_write(paths.stats) as f:  # last: its presence marks a complete build
+        json.dump(stats, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+    short = [qid for qid, d in data.qrels.items() if len(d) != len(LANGUAGES)]
+    if short:
+        log.warning("%d of %d queries have fewer than %d relevant sentences (see %s)",
+                    len(short), len(data.qrels), len(LANGUAGES), paths.stats)
+    log.info("wrote %d sentences, %d topics x %d languages, %d judgments under %s",
+             len(data.sentences), len(data.qrels), len(LANGUAGES), files[paths.qrels], out)
+    return paths

@@ -1,0 +1,262 @@
+"""Reproduce the paper's Table 2: ``python -m pyserini_kdspd.table2`` (what scripts/reproduce_table2.sh runs).
+
+Every row is a TREC run under ``runs/<collection>/`` made by the stage that owns it
+(data -> distill -> encode -> search -> fuse -> evaluate); this module only decides
+what to run and in which order, reuses whatever already exists (``--force`` to
+redo), times each stage, and prints the table with the paper's significance
+marks (dagger over mDPR, double dagger over KD-Encoder, paired two-tailed t-test, p < 0.05).
+A collection whose inputs are absent is skipped with one line naming the files it needs.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import io
+from .paths import data_dir
+
+log = logging.getLogger("pyserini_kdspd.table2")
+
+ROW_ORDER = [
+    "SMT + Round Robin", "SMT + Score",
+    "NMT + Round Robin", "NMT + Score",
+    "Human translation + Round Robin", "Human translation + Score",
+    "mDPR + Round Robin", "mDPR + Score", "mDPR",
+    "KD-Encoder", "KD-SPD",
+]
+MARKS = {"†": "mDPR", "‡": "KD-Encoder"}
+
+
+@dataclass
+class Collection:
+    """What every system needs from a test collection, whoever built it."""
+
+    name: str
+    corpus_dir: Path                   # the whole multilingual JsonCollection
+    by_lang: dict[str, Path]           # per-language JsonCollections
+    topics: Path                       # English queries (TSV)
+    qrels: Path
+    translations: dict[str, Path] = field(default_factory=dict)  # lang -> human-translated topics
+    max_passage: bool = False          # documents split into passages `docid#k` (MaxP)
+
+
+@dataclass
+class Settings:
+    mode: str = "quick"
+    root: Path = Path(".")
+    data: Path | None = None
+    encoder: str = "multilingual-e5-small"     # the student's backbone (offline default)
+    mdpr: str = "multilingual-e5-small"        # the multilingual dense baseline (online: castorini/mdpr-tied-pft-msmarco)
+    teacher: str = "all-MiniLM-L6-v2"          # the English teacher (online: an ANCE / sentence-transformers model)
+    train_minutes: float = 12.0
+    bitext: Path | None = None
+    hits: int = 100
+    seed: int = 0
+    threads: int = 2
+    force: bool = False
+    latex: bool = False
+    systems: tuple = ("bm25", "dense", "kd")
+
+
+class Stages:
+    """Prints each stage as it starts and ends, and keeps the wall times for the summary."""
+
+    def __init__(self):
+        self.times: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        print(f"[stage] {name} ...", flush=True)
+        t0 = time.time()
+        yield
+        dt = time.time() - t0
+        self.times.append((name, dt))
+        print(f"[stage] {name}: done in {dt:.0f} s", flush=True)
+
+    def summary(self) -> str:
+        lines = ["| stage | wall time (s) |", "|---|---:|"]
+        lines += [f"| {n} | {t:.0f} |" for n, t in self.times]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ collections
+def lareqa(s: Settings) -> Collection | None:
+    from .data.lareqa import LANGUAGES, prepare_lareqa
+
+    try:
+        p = prepare_lareqa(data_dir=s.data and s.data / "lareqa" / "xquad-r", output_root=s.root)
+    except FileNotFoundError as e:
+        print(f"[skip] LAReQA XQuAD-R: {e}")
+        return None
+    return Collection(
+        name="lareqa", corpus_dir=Path(p.corpus_dir), by_lang={k: Path(v) for k, v in p.by_lang.items()},
+        topics=Path(p.topics["en"]), qrels=Path(p.qrels),
+        translations={lang: Path(p.topics[lang]) for lang in LANGUAGES if lang != "en"})
+
+
+# ------------------------------------------------------------------ systems
+def _fuse_to(runs: dict, method: str, out: Path, seed: int, depth: int, tag: str) -> Path:
+    from .fusion import fuse
+
+    fused = fuse(runs, method=method, depth=depth, seed=seed)
+    io.write_run(out, fused, tag=tag, depth=depth)
+    return out
+
+
+def train_students(s: Settings, st: Stages) -> dict[str, Path]:
+    """KD-SPD and KD-Encoder on the same bitext with the same budget (teacher targets are shared)."""
+    out = {}
+    for label, kind, folder in (("KD-SPD", "spd", "kdspd"), ("KD-Encoder", "mean", "kd-encoder")):
+        target = s.root / "models" / folder
+        with st(f"train {label} ({kind}, {s.train_minutes:g} min budget)"):
+            cmd = [sys.executable, "-m", "pyserini_kdspd.train", "--student", kind, "--encoder", s.encoder,
+                   "--teacher", s.teacher, "--output", str(target), "--max-minutes", str(s.train_minutes),
+                   "--seed", str(s.seed)]
+            if s.bitext:
+                cmd += ["--bitext", str(s.bitext)]
+            if s.force:
+                cmd.append("--force")
+            subprocess.run(cmd, check=True)
+        out[label] = target
+    return out
+
+
+def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Path]) -> dict[str, Path]:
+    from .search.dense import DenseModel, encode_corpus, search, split_index
+
+    rows: dict[str, Path] = {}
+    runs_dir, idx_dir = s.root / "runs" / col.name, s.root / "indexes" / col.name
+    extra = ["--max-passage", "--max-passage-hits", str(s.hits)] if col.max_passage else []
+    models = [("mDPR", DenseModel.from_name("mdpr", s.mdpr)),
+              ("Teacher (English only)", DenseModel.from_name("teacher", s.teacher))]
+    models += [(label, DenseModel.from_name(Path(p).name, str(p))) for label, p in students.items()]
+    corpus_file = next(Path(col.corpus_dir).glob("*.jsonl"))
+    for label, model in models:
+        with st(f"{col.name}: encode + search {label} ({model.name})"):
+            index = encode_corpus(model, col.corpus_dir, idx_dir / model.name, force=s.force)
+            rows[label] = search(model, index, col.topics, runs_dir / f"{model.name}.txt", hits=s.hits,
+                                 threads=s.threads, force=s.force, extra_args=extra)
+        if label == "mDPR":
+            with st(f"{col.name}: mDPR per language + round robin / score"):
+                per_lang = split_index(index, corpus_file, idx_dir / f"{model.name}.by-lang", force=s.force)
+                lang_runs = {lang: io.read_run(search(model, d, col.topics,
+                                                      runs_dir / "by-lang" / f"{model.name}.{lang}.txt",
+                                                      hits=s.hits, threads=s.threads, force=s.force,
+                                                      extra_args=extra))
+                             for lang, d in per_lang.items()}
+                rows["mDPR + Round Robin"] = _fuse_to(lang_runs, "rr", runs_dir / "mdpr+rr.txt", s.seed, s.hits,
+                                                      "mdpr-rr")
+                rows["mDPR + Score"] = _fuse_to(lang_runs, "minmax", runs_dir / "mdpr+score.txt", s.seed, s.hits,
+                                                "mdpr-score")
+    return rows
+
+
+def bm25_rows(col: Collection, s: Settings, st: Stages) -> dict[str, Path]:
+    """Per-language BM25 with translated queries, merged by round robin and by min-max score."""
+    from .search import bm25
+    from .search.translate import translators_for
+
+    rows: dict[str, Path] = {}
+    runs_dir = s.root / "runs" / col.name
+    english = io.read_topics(col.topics)
+    with st(f"{col.name}: BM25 indexes (one per language)"):
+        indexes = {lang: bm25.build_index(d, s.root / "indexes" / col.name / "bm25" / lang, lang,
+                                          threads=s.threads, force=s.force)
+                   for lang, d in sorted(col.by_lang.items())}
+    for label, translator in translators_for(col, s):
+        slug = label.split()[0].lower()
+        with st(f"{col.name}: BM25 with {label} query translation, {len(indexes)} languages"):
+            lang_runs = {}
+            for lang, index in indexes.items():
+                out = runs_dir / "by-lang" / f"bm25-{slug}.{lang}.txt"
+                if not out.is_file() or s.force:
+                    queries = english if lang == "en" else translator.translate_topics(english, lang)
+                    io.write_run(out, bm25.search(index, queries, lang, k=s.hits, threads=s.threads),
+                                 tag=f"bm25-{slug}-{lang}", depth=s.hits)
+                lang_runs[lang] = io.read_run(out)
+            rows[f"{label} + Round Robin"] = _fuse_to(lang_runs, "rr", runs_dir / f"bm25-{slug}+rr.txt", s.seed,
+                                                      s.hits, f"bm25-{slug}-rr")
+            rows[f"{label} + Score"] = _fuse_to(lang_runs, "minmax", runs_dir / f"bm25-{slug}+score.txt", s.seed,
+                                                s.hits, f"bm25-{slug}-score")
+    return rows
+
+
+def table(col: Collection, rows: dict[str, Path], latex: bool = False) -> str:
+    from .evaluate import render_table
+
+    ordered = {name: rows[name] for name in ROW_ORDER if name in rows}
+    ordered.update({k: v for k, v in rows.items() if k not in ordered})
+    return render_table({name: str(p) for name, p in ordered.items()}, qrels=str(col.qrels), marks=MARKS,
+                        fmt="latex" if latex else "markdown")
+
+
+def run(s: Settings) -> int:
+    st = Stages()
+    with st("data: LAReQA XQuAD-R"):
+        collections = [c for c in (lareqa(s),) if c is not None]
+    for name, needs in (("mTREC", "the mMARCO Arabic/Chinese/Russian/Indonesian collections (--mmarco-dir)"),
+                        ("CLEF 2000-2003", "the licensed CLEF ad hoc documents, topics C001-C200 and qrels (--clef-dir)")):
+        print(f"[skip] {name}: needs {needs}; not given")
+    students = train_students(s, st) if "kd" in s.systems else {}
+    outputs = []
+    for col in collections:
+        rows: dict[str, Path] = {}
+        if "bm25" in s.systems:
+            rows.update(bm25_rows(col, s, st))
+        if "dense" in s.systems or students:
+            rows.update(dense_rows(col, s, st, students))
+        with st(f"{col.name}: evaluate"):
+            text = table(col, rows, latex=s.latex)
+        out = s.root / "runs" / col.name / ("table2.tex" if s.latex else "table2.md")
+        with io.atomic_write(out) as f:
+            f.write(text + "\n")
+        outputs.append((col, text, out))
+    for col, text, out in outputs:
+        print(f"\n## Table 2: {col.name} (English queries, top {s.hits}; written to {out})\n")
+        print(text)
+    print("\n" + st.summary())
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.table2", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=["quick", "full"], default="quick",
+                   help="quick: the offline default a new user runs (short training); full: the paper's settings "
+                        "where this machine allows (longer training)")
+    p.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default ../shared/data)")
+    p.add_argument("--output-root", type=Path, default=Path("."))
+    p.add_argument("--encoder", default=None, help="student backbone (default multilingual-e5-small, packaged)")
+    p.add_argument("--mdpr", default=None, help="multilingual dense baseline (default multilingual-e5-small)")
+    p.add_argument("--teacher", default=None, help="English teacher (default all-MiniLM-L6-v2, packaged)")
+    p.add_argument("--train-minutes", type=float, default=None)
+    p.add_argument("--bitext", type=Path, default=None)
+    p.add_argument("--systems", default="bm25,dense,kd", help="comma list of bm25, dense, kd")
+    p.add_argument("--hits", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--force", action="store_true", help="redo every stage instead of reusing outputs")
+    p.add_argument("--latex", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s = Settings(mode=a.mode, root=a.output_root, data=data_dir(a.data_dir), hits=a.hits, seed=a.seed,
+                 threads=a.threads, force=a.force, latex=a.latex, bitext=a.bitext,
+                 systems=tuple(x.strip() for x in a.systems.split(",") if x.strip()))
+    s.train_minutes = a.train_minutes or (12.0 if a.mode == "quick" else 120.0)
+    for k in ("encoder", "mdpr", "teacher"):
+        if getattr(a, k):
+            setattr(s, k, getattr(a, k))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return run(s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
