@@ -71,3 +71,7 @@ from .lareqa import LANGUAGES, LareqaData, LareqaPaths, load_lareqa, prepare_lar
 
 __all__ = ["PREPARERS", "Preparer", "register", "load_all",
            "LANGUAGES", "LareqaData", "LareqaPaths", "load_lareqa", "prepare_lareqa"]
+
+# mTREC and CLEF register themselves on import (load_all() would find them too; importing here makes
+# PREPARERS complete after a plain `import pyserini_kdspd.data`, as for LAReQA).
+from . import clef, mtrec  # noqa: E402,F401

@@ -1,0 +1,480 @@
+"""mTREC (KD-SPD, Huang et al. SIGIR 2023, sections 4.1 and 5.2): TREC DL 2020 over a four-language MS MARCO.
+
+The queries and judgments are TREC DL 2020's passage task (54 judged English
+queries, grades 0-3); the passages are mMARCO's machine translations of MS MARCO
+into Arabic, Chinese, Russian and Indonesian, and every passage is put in the
+collection in exactly ONE of the four languages:
+
+* ``variant="even"`` (Table 2): for every query and every relevance grade, the
+  judged passages are spread over the languages as evenly as possible (seeded
+  shuffle, then round robin, so the per-language counts differ by at most one);
+  all other collection passages are spread the same way (seeded shuffle of the
+  whole pid list, round robin: exact balance).
+* ``variant="biased"`` (section 5.2, language bias): per query a seeded random
+  *primary* language receives 60% (rounded half up) of the query's relevant
+  passages (grade >= ``min_grade``, default 2 = relevant for TREC DL's binary
+  measures), taken highest grade first; the other three languages share the rest
+  of the relevant passages evenly; non-relevant judged passages are spread evenly.
+
+A passage judged for several queries keeps the language its first query (in qid
+order) gave it; later queries balance around it. Randomness is derived from
+``seed`` and the qid only, so a query's assignment does not depend on which other
+queries are built.
+
+Document ids are ``{lang}-{pid}`` (e.g. ``zh-1034183``), as LAReQA's are
+``{lang}-...``: the language is visible in every run line (per-language fusion and
+bias analysis need no look-up), and the original English qrels can never be
+evaluated against this collection by mistake. The ids contain no ``#`` so the
+passage splitter/MaxP convention stays unambiguous.
+
+Written under ``output_root`` (``name`` = ``mtrec`` or ``mtrec-biased``):
+``collections/{name}/corpus/corpus.jsonl`` (``{"id","contents","text","lang"}``),
+``collections/{name}/by-lang/{lang}/corpus.jsonl``, ``topics/{name}.en.tsv``,
+``qrels/{name}.txt`` and ``collections/{name}/stats.json`` (counts, the primary
+language of each query for the biased variant, and the build parameters).
+
+The mMARCO collections are not distributed with this package: point
+``--mmarco-dir`` at a folder holding ``{arabic,chinese,russian,indonesian}_collection.tsv``
+(``pid<TAB>text``; mMARCO's Hugging Face dataset ``unicamp-dl/mmarco`` keeps them
+under ``data/google/collections/``; that sub-path is searched too).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import os
+import random
+import urllib.request
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from .. import io
+from ..io import FormatError
+from ..paths import cache_dir
+from ..paths import data_dir as _shared_data_dir
+from . import register
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = ("ar", "zh", "ru", "id")
+NAME = "mtrec"
+VARIANTS = ("even", "biased")
+BIAS_SHARE = 0.6
+MIN_GRADE = 2
+# mMARCO's own language names (file prefixes); the paper uses the first four.
+MMARCO_NAMES = {"ar": "arabic", "zh": "chinese", "ru": "russian", "id": "indonesian", "de": "german",
+                "fr": "french", "es": "spanish", "it": "italian", "pt": "portuguese", "nl": "dutch",
+                "hi": "hindi", "ja": "japanese", "vi": "vietnamese", "en": "english"}
+# Where mMARCO's files sit inside a download of the HF dataset (v2 first, then v1's layout), or flat.
+_MMARCO_SUBDIRS = ("", "collections", "google/collections", "data/google/collections",
+                   "google/v2/collections", "data/google/v2/collections", "data/collections")
+DL20_FILES = {"topics": "topics.dl20.txt", "qrels": "qrels.dl20-passage.txt"}
+DL20_URL = "https://raw.githubusercontent.com/castorini/anserini-tools/master/topics-and-qrels/{name}"
+
+
+class MMarcoMissing(FileNotFoundError):
+    """mMARCO's translated collections are not where we looked (they cannot be shipped with the package)."""
+
+
+# ------------------------------------------------------------------- passages
+class PassageSource(Protocol):
+    """Where passage texts come from: the pid universe, and per-language streams of ``(pid, text)``."""
+
+    langs: Sequence[str]
+
+    def pids(self) -> Iterator[str]: ...
+
+    def passages(self, lang: str, keep: Callable[[str], bool] | None = None) -> Iterator[tuple[str, str]]: ...
+
+
+class MappingSource:
+    """In-memory passages ``{lang: {pid: text}}``; the universe is the pids present in every language."""
+
+    def __init__(self, passages: Mapping[str, Mapping[str, str]], langs: Sequence[str] | None = None):
+        self.langs = tuple(langs or passages.keys())
+        missing = [lang for lang in self.langs if lang not in passages]
+        if missing:
+            raise ValueError(f"no passages for language(s) {missing}")
+        self._p = passages
+
+    def pids(self) -> Iterator[str]:
+        common = set(self._p[self.langs[0]])
+        for lang in self.langs[1:]:
+            common &= set(self._p[lang])
+        return iter(common)
+
+    def passages(self, lang, keep=None):
+        for pid, text in self._p[lang].items():
+            if keep is None or keep(pid):
+                yield str(pid), text
+
+
+def mmarco_files(mmarco_dir, langs: Sequence[str] = LANGUAGES) -> dict[str, Path]:
+    """``{lang: path}`` of mMARCO's ``{language}_collection.tsv`` (or ``.tsv.gz``) files; one-line error if absent."""
+    root = Path(mmarco_dir) if mmarco_dir else None
+    files, missing = {}, []
+    for lang in langs:
+        if lang not in MMARCO_NAMES:
+            raise ValueError(f"mMARCO has no language {lang!r} (it has {sorted(MMARCO_NAMES)})")
+        name = f"{MMARCO_NAMES[lang]}_collection.tsv"
+        found = None
+        if root is not None:
+            for sub in _MMARCO_SUBDIRS:
+                for fname in (name, name + ".gz"):
+                    if (root / sub / fname).is_file():
+                        found = root / sub / fname
+                        break
+                if found:
+                    break
+        if found:
+            files[lang] = found
+        else:
+            missing.append(name)
+    if missing:
+        where = f"in {root} (or its data/google/collections/)" if root else "(no --mmarco-dir given)"
+        raise MMarcoMissing(f"mTREC needs mMARCO's translated MS MARCO collections {', '.join(missing)} {where}; "
+                            "get them from the Hugging Face dataset unicamp-dl/mmarco, data/google/collections/")
+    return files
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+class MMarcoCollection:
+    """mMARCO collection files, streamed (each is ~3 GB; nothing is held in memory but what is asked for)."""
+
+    def __init__(self, mmarco_dir, langs: Sequence[str] = LANGUAGES):
+        self.langs = tuple(langs)
+        self.files = mmarco_files(mmarco_dir, self.langs)
+
+    def _lines(self, lang) -> Iterator[tuple[str, str]]:
+        path = self.files[lang]
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip():
+                    continue
+                pid, sep, text = line.partition("\t")
+                if not sep or not pid.strip():
+                    raise FormatError(path, lineno, f"expected 'pid<TAB>text', got {line[:80]!r}")
+                yield pid.strip(), text
+
+    def pids(self) -> Iterator[str]:
+        """Passage ids of the first language's file (mMARCO's translations share MS MARCO's pids)."""
+        return (pid for pid, _ in self._lines(self.langs[0]))
+
+    def passages(self, lang, keep=None):
+        for pid, text in self._lines(lang):
+            if keep is None or keep(pid):
+                yield pid, " ".join(text.split())
+
+
+def load_mmarco(mmarco_dir, langs: Sequence[str] = LANGUAGES, pids=None) -> dict[str, dict[str, str]]:
+    """``{lang: {pid: text}}`` from mMARCO's files, keeping only ``pids`` (all when None) while streaming."""
+    src = MMarcoCollection(mmarco_dir, langs)
+    wanted = None if pids is None else {str(p) for p in pids}
+    return {lang: dict(src.passages(lang, None if wanted is None else wanted.__contains__)) for lang in src.langs}
+
+
+# ----------------------------------------------------------------- assignment
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _balanced_fill(pids, order: Sequence[str], assign: dict[str, str], group: Counter, query: Counter) -> None:
+    """Give each pid the language with the fewest passages in its group (then in its query, then ``order``)."""
+    rank = {lang: i for i, lang in enumerate(order)}
+    for pid in pids:
+        lang = min(order, key=lambda lg: (group[lg], query[lg], rank[lg]))
+        assign[pid] = lang
+        group[lang] += 1
+        query[lang] += 1
+
+
+def assign_judged(qrels: Mapping[str, Mapping[str, int]], langs: Sequence[str] = LANGUAGES,
+                  variant: str = "even", seed: int = 0, bias_share: float = BIAS_SHARE,
+                  min_grade: int = MIN_GRADE) -> tuple[dict[str, str], dict[str, str]]:
+    """Language of every judged passage, and (biased variant) each query's primary language."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if len(set(langs)) != len(langs) or len(langs) < 2:
+        raise ValueError(f"need at least two distinct languages, got {list(langs)}")
+    assign: dict[str, str] = {}
+    primary: dict[str, str] = {}
+    for qid in sorted(qrels):
+        rng = random.Random(f"mtrec:{seed}:{qid}")
+        by_grade: dict[int, list[str]] = defaultdict(list)
+        for pid, grade in sorted(qrels[qid].items()):
+            by_grade[int(grade)].append(pid)
+        for grade in by_grade:
+            rng.shuffle(by_grade[grade])
+        query = Counter(assign[p] for ps in by_grade.values() for p in ps if p in assign)
+        grades = sorted(by_grade, reverse=True)
+        if variant == "biased":
+            prim = rng.choice(list(langs))
+            primary[qid] = prim
+            relevant = [p for g in grades if g >= min_grade for p in by_grade[g]]  # highest grade first
+            target = _round_half_up(bias_share * len(relevant))
+            have = sum(1 for p in relevant if assign.get(p) == prim)
+            others = [lg for lg in rng.sample(list(langs), len(langs)) if lg != prim]
+            # the rest of the relevant passages: even over the other languages, per grade and in total
+            rel_total = Counter(assign[p] for p in relevant if p in assign)
+            for g in [g for g in grades if g >= min_grade]:
+                free = [p for p in by_grade[g] if p not in assign]
+                take = free[:max(0, target - have)]
+                for p in take:
+                    assign[p] = prim
+                    query[prim] += 1
+                have += len(take)
+                group = Counter(assign[p] for p in by_grade[g] if p in assign and assign[p] != prim)
+                _balanced_fill(free[len(take):], others, assign, group, rel_total)
+                for p in free[len(take):]:
+                    query[assign[p]] += 1
+            grades = [g for g in grades if g < min_grade]
+        for g in grades:
+            order = rng.sample(list(langs), len(langs))
+            group = Counter(assign[p] for p in by_grade[g] if p in assign)
+            _balanced_fill([p for p in by_grade[g] if p not in assign], order, assign, group, query)
+    return assign, primary
+
+
+class LanguageMap:
+    """pid -> language for a whole collection: judged passages as assigned, all others spread evenly.
+
+    The non-judged passages (8.8M for MS MARCO) are shuffled with a seeded NumPy
+    permutation and dealt round robin; integer pids use a dense int8 table (a few MB),
+    other ids a dict.
+    """
+
+    def __init__(self, universe, judged: Mapping[str, str], langs: Sequence[str], seed: int = 0):
+        self.langs = tuple(langs)
+        self.judged = dict(judged)
+        index = {lg: i for i, lg in enumerate(self.langs)}
+        ids = sorted({str(p) for p in universe} - set(self.judged), key=_pid_key)
+        self.counts = Counter({lg: 0 for lg in self.langs})
+        perm = np.random.default_rng(np.random.SeedSequence([seed, 0x6D545245])).permutation(len(ids))
+        codes = np.empty(len(ids), dtype=np.int8)
+        codes[perm] = np.arange(len(ids)) % len(self.langs)
+        for i, c in zip(*np.unique(codes, return_counts=True)):
+            self.counts[self.langs[int(i)]] += int(c)
+        for lg in self.judged.values():
+            self.counts[lg] += 1
+        self._table = self._dict = None
+        if ids and all(p.isdigit() and (len(p) == 1 or p[0] != "0") for p in ids) and int(ids[-1]) < 4 * len(ids) + (1 << 20):
+            ints = np.fromiter((int(p) for p in ids), dtype=np.int64, count=len(ids))
+            self._table = np.full(int(ints[-1]) + 1, -1, dtype=np.int8)
+            self._table[ints] = codes
+        else:
+            self._dict = dict(zip(ids, codes.tolist()))
+        for pid, lg in self.judged.items():
+            if lg not in index:
+                raise ValueError(f"passage {pid} assigned to unknown language {lg!r}")
+
+    def __call__(self, pid: str) -> str | None:
+        lang = self.judged.get(pid)
+        if lang is not None:
+            return lang
+        if self._table is not None:
+            if pid.isdigit():
+                i = int(pid)
+                if i < len(self._table) and self._table[i] >= 0:
+                    return self.langs[self._table[i]]
+            return None
+        code = self._dict.get(pid)
+        return None if code is None else self.langs[code]
+
+
+def _pid_key(p: str):
+    return (0, int(p), "") if p.isdigit() else (1, 0, p)
+
+
+def make_docid(lang: str, pid: str) -> str:
+    return f"{lang}-{pid}"
+
+
+# --------------------------------------------------------------------- output
+@dataclass(frozen=True)
+class MTrecPaths:
+    """Where :func:`build_mtrec` wrote the collection, topics and qrels."""
+
+    name: str
+    root: Path                  # collections/{name}
+    corpus: Path                # collections/{name}/corpus (folder, for Pyserini's --input/--corpus)
+    by_lang: dict[str, Path]    # lang -> collections/{name}/by-lang/{lang}
+    topics: Path                # topics/{name}.en.tsv
+    qrels: Path                 # qrels/{name}.txt
+    stats: Path                 # collections/{name}/stats.json
+
+
+def output_paths(output_root=".", variant: str = "even", langs: Sequence[str] = LANGUAGES) -> MTrecPaths:
+    name = NAME if variant == "even" else f"{NAME}-{variant}"
+    out = Path(output_root)
+    root = out / "collections" / name
+    return MTrecPaths(name, root, root / "corpus", {lg: root / "by-lang" / lg for lg in langs},
+                      out / "topics" / f"{name}.en.tsv", out / "qrels" / f"{name}.txt", root / "stats.json")
+
+
+def build_mtrec(topics, qrels, passages, variant: str = "even", seed: int = 0, output_root=".",
+                langs: Sequence[str] | None = None, bias_share: float = BIAS_SHARE, min_grade: int = MIN_GRADE,
+                missing: str = "error") -> MTrecPaths:
+    """Build mTREC from DL20 ``topics``/``qrels`` (mappings or file paths) and translated ``passages``.
+
+    ``passages`` is ``{lang: {pid: text}}`` or a :class:`PassageSource` (e.g. :class:`MMarcoCollection`).
+    Judged passages absent from the passage universe are an error (``missing="error"``) or are
+    dropped from the qrels before the languages are assigned (``missing="drop"``, for partial copies).
+    """
+    if missing not in ("error", "drop"):
+        raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
+    topics = io.read_topics(topics) if isinstance(topics, (str, os.PathLike)) else dict(topics)
+    qrels = io.read_qrels(qrels) if isinstance(qrels, (str, os.PathLike)) else {
+        str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}
+    source = passages if hasattr(passages, "passages") and hasattr(passages, "pids") \
+        else MappingSource(passages, langs)
+    langs = tuple(langs or source.langs)
+    paths = output_paths(output_root, variant, langs)
+
+    absent_topics = sorted(q for q in qrels if q not in topics)
+    if absent_topics:
+        raise ValueError(f"{len(absent_topics)} judged queries have no topic text, e.g. {absent_topics[:5]}")
+    universe = set(source.pids())
+    judged = {p for docs in qrels.values() for p in docs}
+    lacking = judged - universe
+    if lacking:
+        if missing == "error":
+            raise ValueError(f"{len(lacking)} judged passages are not in the passage collection, e.g. "
+                             f"{sorted(lacking)[:5]} (pass missing='drop' to build on a partial collection)")
+        log.warning("dropping %d of %d judged passages that have no text", len(lacking), len(judged))
+        qrels = {q: {p: g for p, g in docs.items() if p not in lacking} for q, docs in qrels.items()}
+        qrels = {q: docs for q, docs in qrels.items() if docs}
+
+    assign, primary = assign_judged(qrels, langs, variant, seed, bias_share, min_grade)
+    lang_of = LanguageMap(universe, assign, langs, seed)
+    del universe
+
+    written: Counter = Counter()
+    seen: set[str] = set()
+    corpus_file = paths.corpus / "corpus.jsonl"
+    with io.atomic_write(corpus_file) as fc:
+        for lang in langs:
+            with io.atomic_write(paths.by_lang[lang] / "corpus.jsonl") as fl:
+                for pid, text in source.passages(lang, keep=lambda p, lg=lang: lang_of(p) == lg):
+                    if pid in seen:
+                        raise ValueError(f"passage {pid} appears twice in the {lang} collection")
+                    seen.add(pid)
+                    line = json.dumps({"id": make_docid(lang, pid), "contents": text, "text": text,
+                                       "lang": lang}, ensure_ascii=False) + "\n"
+                    fc.write(line)
+                    fl.write(line)
+                    written[lang] += 1
+    unwritten = [p for p in assign if p not in seen]
+    if unwritten:
+        raise ValueError(f"{len(unwritten)} judged passages have no text in their assigned language, "
+                         f"e.g. {unwritten[:5]}")
+
+    out_qrels = {q: {make_docid(assign[p], p): g for p, g in sorted(docs.items())} for q, docs in sorted(qrels.items())}
+    out_topics = {q: topics[q] for q in sorted(qrels)}
+    io.write_topics(paths.topics, out_topics)
+    io.write_qrels(paths.qrels, out_qrels)
+
+    grades = Counter()
+    for q, docs in qrels.items():
+        for p, g in docs.items():
+            grades[(g, assign[p])] += 1
+    stats = {
+        "name": paths.name, "variant": variant, "seed": seed, "languages": list(langs),
+        "bias_share": bias_share if variant == "biased" else None,
+        "min_grade": min_grade if variant == "biased" else None,
+        "docid": "{lang}-{pid}",
+        "passages": {lg: written[lg] for lg in langs}, "total_passages": sum(written.values()),
+        "queries": len(out_topics), "judgments": sum(len(d) for d in out_qrels.values()),
+        "judged_passages": len(assign), "dropped_judged_passages": len(lacking) if missing == "drop" else 0,
+        "judged_by_grade_and_language": {str(g): {lg: grades[(g, lg)] for lg in langs}
+                                         for g in sorted({g for g, _ in grades}, reverse=True)},
+        "primary_language": primary,
+        "files": {str(p.relative_to(Path(output_root))): n for p, n in
+                  [(corpus_file, sum(written.values()))] +
+                  [(paths.by_lang[lg] / "corpus.jsonl", written[lg]) for lg in langs] +
+                  [(paths.topics, len(out_topics)), (paths.qrels, sum(len(d) for d in out_qrels.values()))]},
+    }
+    with io.atomic_write(paths.stats) as f:
+        json.dump(stats, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+    log.info("%s: %d passages (%s), %d queries, %d judgments", paths.name, sum(written.values()),
+             ", ".join(f"{lg} {written[lg]}" for lg in langs), len(out_topics), stats["judgments"])
+    return paths
+
+
+# ------------------------------------------------------------------ DL20 input
+def dl20_files(data_dir=None, download: bool = True) -> dict[str, Path]:
+    """TREC DL 2020 topics and passage qrels: the shared data folder, else a cached download from anserini-tools."""
+    shared = _shared_data_dir(data_dir)
+    if shared is not None and all((shared / "trec-dl20" / f).is_file() for f in DL20_FILES.values()):
+        return {k: shared / "trec-dl20" / f for k, f in DL20_FILES.items()}
+    cached = cache_dir() / "trec-dl20"
+    out = {}
+    for key, fname in DL20_FILES.items():
+        target = cached / fname
+        if not target.is_file():
+            if not download:
+                raise FileNotFoundError(f"TREC DL 2020 {fname} is neither in {shared or 'a data folder'}/trec-dl20 "
+                                        f"nor in {cached}")
+            url = DL20_URL.format(name=fname)
+            log.info("downloading %s", url)
+            try:
+                with urllib.request.urlopen(url, timeout=60) as r:
+                    data = r.read()
+            except OSError as e:
+                raise FileNotFoundError(f"TREC DL 2020 {fname} not found locally and the download of {url} "
+                                        f"failed ({e})") from None
+            with io.atomic_write(target, "wb") as f:
+                f.write(data)
+        out[key] = target
+    return out
+
+
+def _register_args(parser) -> None:
+    parser.add_argument("--mmarco-dir", default=None,
+                        help="folder with mMARCO's {arabic,chinese,russian,indonesian}_collection.tsv "
+                             "(or the unicamp-dl/mmarco dataset folder, data/google/collections/)")
+    parser.add_argument("--variant", choices=VARIANTS, default="even",
+                        help="even: Table 2's mTREC; biased: section 5.2 (60%% of relevant passages "
+                             "of each query in one language)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--languages", nargs="+", default=list(LANGUAGES), metavar="LANG")
+    parser.add_argument("--no-download", dest="download", action="store_false",
+                        help="fail instead of downloading the DL20 topics/qrels when they are not local")
+
+
+@register(NAME, help="mTREC: TREC DL 2020 queries over MS MARCO passages in mMARCO's ar/zh/ru/id "
+                     "(needs --mmarco-dir)", add_arguments=_register_args)
+def prepare_mtrec(data_dir=None, output_root=".", force: bool = False, mmarco_dir=None, variant: str = "even",
+                  seed: int = 0, languages: Sequence[str] = LANGUAGES, download: bool = True) -> MTrecPaths:
+    """Build mTREC from the shared DL20 files and the user's mMARCO collection files.
+
+    Raises :class:`MMarcoMissing` (a FileNotFoundError: the CLI prints its one line) when
+    the mMARCO files are absent, so scripts can skip the collection.
+    """
+    source = MMarcoCollection(mmarco_dir, languages)  # fails first and fast when mMARCO is absent
+    paths = output_paths(output_root, variant, source.langs)
+    if not force and _is_complete(paths, Path(output_root), variant, seed, source.langs):
+        log.info("%s is complete (see %s); pass --force to rebuild", paths.root, paths.stats)
+        return paths
+    files = dl20_files(data_dir, download)
+    return build_mtrec(files["topics"], files["qrels"], source, variant=variant, seed=seed,
+                       output_root=output_root, langs=source.langs)
+
+
+def _is_complete(paths: MTrecPaths, root: Path, variant, seed, langs) -> bool:
+    try:
+        stats = json.loads(paths.stats.read_text(encoding="utf-8"))
+        return (stats["variant"], stats["seed"], stats["languages"]) == (variant, seed, list(langs)) and \
+            all((root / rel).is_file() for rel in stats["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
