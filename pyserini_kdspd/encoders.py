@@ -93,8 +93,7 @@ class KdspdDocumentEncoder(_document_encoder_base()):
         self.model.eval()
         self.batch_size = int(batch_size or os.environ.get("PYSERINI_KDSPD_SUBBATCH", 64))
         self.precision = precision
-        self.dimension = int(self.model.config.output_dim or self.model.config.hidden_size
-                             if hasattr(self.model.config, "hidden_size") else self.model.config.output_dim)
+        self.dimension = int(self.model.output_dim)
 
     def encode(self, texts, langs=None, titles=None, max_length=None, **kwargs):
         if titles is not None:
@@ -118,6 +117,15 @@ def teacher_query_settings(config) -> dict:
     }
 
 
+def _hidden_size(folder: Path) -> int | None:
+    import json
+
+    try:
+        return int(json.loads((folder / "config.json").read_text())["hidden_size"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 class KdspdQueryEncoder(_query_encoder_base()):
     """The teacher's own query encoder, as Pyserini would build it for the teacher itself."""
 
@@ -132,13 +140,10 @@ class KdspdQueryEncoder(_query_encoder_base()):
                                     f"encoder) is missing; the folder is incomplete")
         s = teacher_query_settings(config)
         self.settings = s
-        self.dimension = config.output_dim
-        cls = _ORIGINAL_QUERY_CLASSES.get(s["encoder_class"]) if _ORIGINAL_QUERY_CLASSES else None
-        if cls is None:
-            from pyserini.encode import AutoQueryEncoder as cls  # noqa: N813
-            cls = getattr(cls, "_kdspd_original", cls)
+        self.dimension = _hidden_size(qdir)
+        cls = _query_class(s["encoder_class"])
         kwargs = dict(encoder_dir=str(qdir), device=_device(device))
-        if s["encoder_class"] in ("auto", "sentence", "sentence-transformers", "contriever"):
+        if issubclass(cls, _query_class("auto")):
             # Pyserini's AutoQueryEncoder joins prefix and query with a space itself.
             prefix = s["prefix"].rstrip() if s["prefix"] else None
             kwargs.update(pooling=s["pooling"], l2_norm=s["l2_norm"], prefix=prefix)
@@ -155,6 +160,17 @@ class KdspdQueryEncoder(_query_encoder_base()):
 
 # ------------------------------------------------------------------ registration
 _ORIGINAL_QUERY_CLASSES: dict = {}
+
+
+def _query_class(name: str):
+    """Pyserini's own query encoder class, by class name (``AnceQueryEncoder``) or map key (``ance``)."""
+    import pyserini.encode as pe
+
+    cls = getattr(pe, name, None) if name.endswith("QueryEncoder") else None
+    cls = cls or _ORIGINAL_QUERY_CLASSES.get(name) or pe.query_encoder_class_map.get(name)
+    if cls is None or cls is KdspdQueryEncoder:
+        cls = pe.AutoQueryEncoder
+    return getattr(cls, "_kdspd_original", cls)
 
 
 def _routed(cls, kdspd_cls):

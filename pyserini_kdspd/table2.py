@@ -92,12 +92,12 @@ def lareqa(s: Settings) -> Collection | None:
     from .data.lareqa import LANGUAGES, prepare_lareqa
 
     try:
-        p = prepare_lareqa(data_dir=s.data and s.data / "lareqa" / "xquad-r", output_root=s.root)
+        p = prepare_lareqa(data_dir=s.data, output_root=s.root)
     except FileNotFoundError as e:
         print(f"[skip] LAReQA XQuAD-R: {e}")
         return None
     return Collection(
-        name="lareqa", corpus_dir=Path(p.corpus_dir), by_lang={k: Path(v) for k, v in p.by_lang.items()},
+        name="lareqa", corpus_dir=Path(p.corpus), by_lang={k: Path(v) for k, v in p.by_lang.items()},
         topics=Path(p.topics["en"]), qrels=Path(p.qrels),
         translations={lang: Path(p.topics[lang]) for lang in LANGUAGES if lang != "en"})
 

@@ -1,0 +1,17 @@
+"""KD-SPD student models: decomposed soft prompts decoded over a multilingual encoder.
+
+``Student.build(StudentConfig(encoder="multilingual-e5-small"))`` makes a fresh student;
+``Student.from_pretrained(folder)`` loads a trained one; ``student.encode(texts, langs)``
+gives document vectors. See :mod:`pyserini_kdspd.spd.student`.
+"""
+from ._precision import autocast, bf16_supported, resolve_precision
+from .decoders import CrossAttentionLayer, SPDDecoder, UTSPDDecoder
+from .languages import LanguageIdentifier, normalize_lang
+from .prompts import DecomposedPrompts
+from .student import CONFIG_NAME, DEFAULT_LANGUAGES, KINDS, WEIGHTS_NAME, Student, StudentConfig
+
+__all__ = [
+    "Student", "StudentConfig", "DecomposedPrompts", "SPDDecoder", "UTSPDDecoder", "CrossAttentionLayer",
+    "bf16_supported", "resolve_precision", "autocast", "normalize_lang", "LanguageIdentifier",
+    "CONFIG_NAME", "WEIGHTS_NAME", "DEFAULT_LANGUAGES", "KINDS",
+]

@@ -1,0 +1,63 @@
+"""Decomposed language-specific soft prompts (KD-SPD, section 3.2).
+
+prompt_k = P* ⊙ (u_k v_kᵀ): a shared matrix P* (l x d) holds what all languages
+share, and a rank-one per-language factor (u_k in R^l, v_k in R^d) modulates it.
+This costs l + d parameters per language instead of l*d, and gives a principled
+prompt for a language never seen in training: the average of the trained u and of
+the trained v (paper section 5.5), which this module exposes as an extra slot.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DecomposedPrompts(nn.Module):
+    """K trained languages + one "average" slot (index K) for unseen languages.
+
+    ``forward(lang_ids)`` returns (B, l, d) prompts. The average slot is computed
+    from the current trained vectors on every call, so it stays the exact mean of
+    u_1..u_K and v_1..v_K after training without being stored.
+    """
+
+    def __init__(self, num_languages: int, prompt_length: int, hidden_size: int):
+        super().__init__()
+        if num_languages < 1:
+            raise ValueError("DecomposedPrompts needs at least one language")
+        self.num_languages = num_languages
+        self.prompt_length = prompt_length
+        self.hidden_size = hidden_size
+        self.shared = nn.Parameter(torch.empty(prompt_length, hidden_size))  # P*
+        self.lang_u = nn.Parameter(torch.empty(num_languages, prompt_length))  # u_k rows
+        self.lang_v = nn.Parameter(torch.empty(num_languages, hidden_size))  # v_k rows
+        self.reset_parameters()
+
+    @property
+    def average_index(self) -> int:
+        return self.num_languages
+
+    def reset_parameters(self) -> None:
+        # Xavier (paper); u and v are initialised as the K x l and K x d matrices they
+        # form, so the fan sizes (and hence scale) do not depend on how many
+        # languages share a row.
+        nn.init.xavier_uniform_(self.shared)
+        nn.init.xavier_uniform_(self.lang_u)
+        nn.init.xavier_uniform_(self.lang_v)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K+1, l) u and (K+1, d) v, the last row being the average of the trained rows."""
+        u = torch.cat([self.lang_u, self.lang_u.mean(dim=0, keepdim=True)], dim=0)
+        v = torch.cat([self.lang_v, self.lang_v.mean(dim=0, keepdim=True)], dim=0)
+        return u, v
+
+    def prompt(self, index: int) -> torch.Tensor:
+        """The (l, d) prompt of one language slot (K = average slot)."""
+        return self.forward(torch.tensor([index], device=self.shared.device))[0]
+
+    def forward(self, lang_ids: torch.Tensor) -> torch.Tensor:
+        if lang_ids.dim() != 1:
+            raise ValueError(f"lang_ids must be 1-D (batch,), got shape {tuple(lang_ids.shape)}")
+        u, v = self.factors()
+        u = u.index_select(0, lang_ids)  # (B, l)
+        v = v.index_select(0, lang_ids)  # (B, d)
+        return self.shared.unsqueeze(0) * (u.unsqueeze(2) * v.unsqueeze(1))

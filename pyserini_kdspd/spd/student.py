@@ -1,0 +1,466 @@
+"""The KD-SPD student: a pretrained encoder + decomposed soft prompts + prompt decoder.
+
+Three kinds share one class so training, saving and Pyserini encoding treat them alike:
+
+* ``"spd"``   -- KD-SPD (paper section 3.2): language prompt (l x d) cross-attends to the
+  encoder token states T through N = 6 layers; document vector = mean of the l outputs.
+* ``"utspd"`` -- the universal-transformer variant (paper Table 4): one shared layer
+  applied N = 12 times with temporal embeddings.
+* ``"mean"``  -- the KD-Encoder baseline (Reimers & Gurevych 2020): mean pooling of T,
+  no prompts, no language needed.
+
+When the teacher's dimension differs from the encoder's hidden size, a learned linear map
+(hidden -> teacher dim, ``projection``) is applied last, so the student can be distilled
+with an MSE loss into the teacher's space. Outputs are L2-normalised iff
+``config.normalize`` (the trainer copies the teacher's setting).
+
+A saved folder is self-contained (loads offline without the original encoder path)::
+
+    folder/kdspd_config.json      StudentConfig
+    folder/model.safetensors      every weight: encoder.*, prompts.*, decoder.*, projection.*
+    folder/encoder/config.json    the encoder's HF config (architecture rebuilt with from_config)
+    folder/tokenizer.json, tokenizer_config.json, ...   the encoder's tokenizer
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._precision import autocast, resolve_precision
+from .decoders import SPDDecoder, UTSPDDecoder
+from .languages import LanguageIdentifier, normalize_lang
+from .prompts import DecomposedPrompts
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "kdspd_config.json"
+WEIGHTS_NAME = "model.safetensors"
+ENCODER_SUBDIR = "encoder"
+KINDS = ("spd", "utspd", "mean")
+DEFAULT_LAYERS = {"spd": 6, "utspd": 12, "mean": 0}
+# The 14 languages of the shared training bitext plus English (en first, then alphabetical).
+DEFAULT_LANGUAGES = ["en", "ar", "de", "el", "es", "fr", "hi", "id", "it", "pt", "ru", "th", "tr", "vi", "zh"]
+
+
+@dataclass
+class StudentConfig:
+    """Everything needed to rebuild a student (saved as ``kdspd_config.json``).
+
+    ``num_heads`` defaults to 8 (48-dim heads for a 384-d encoder, 96 for 768; divides
+    384/768/1024) and ``ffn_dim`` to 4 * hidden (the usual Transformer ratio; 1536 for
+    e5-small) when left at 0. ``decoder_layers`` None means the paper's default for the
+    kind: 6 layers for spd, 12 steps for utspd.
+    """
+
+    encoder: str
+    student: str = "spd"
+    prompt_length: int = 30
+    decoder_layers: int | None = None
+    num_heads: int = 8
+    ffn_dim: int = 0
+    dropout: float = 0.1
+    languages: list[str] = field(default_factory=lambda: list(DEFAULT_LANGUAGES))
+    output_dim: int | None = None
+    max_length: int = 180
+    normalize: bool = False
+    passage_prefix: str = ""
+    teacher: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.encoder, str) or not self.encoder.strip():
+            raise ValueError("StudentConfig.encoder must be a non-empty model name or path")
+        self.student = str(self.student).lower()
+        if self.student not in KINDS:
+            raise ValueError(f"StudentConfig.student must be one of {KINDS}, got {self.student!r}")
+        if self.decoder_layers is None:
+            self.decoder_layers = DEFAULT_LAYERS[self.student]
+        if self.student != "mean" and self.decoder_layers < 1:
+            raise ValueError(f"decoder_layers must be >= 1 for student {self.student!r}")
+        if self.prompt_length < 1:
+            raise ValueError("prompt_length must be >= 1")
+        if self.max_length < 2:
+            raise ValueError("max_length must be >= 2 (room for special tokens)")
+        if self.output_dim is not None and self.output_dim < 1:
+            raise ValueError("output_dim must be a positive integer or None")
+        langs = [normalize_lang(code) for code in self.languages]
+        if not langs or any(code is None for code in langs):
+            raise ValueError(f"StudentConfig.languages must be non-empty language codes, got {self.languages!r}")
+        dupes = sorted({c for c in langs if langs.count(c) > 1})
+        if dupes:
+            raise ValueError(f"StudentConfig.languages has duplicates after normalisation: {dupes}")
+        self.languages = langs
+        self.teacher = dict(self.teacher or {})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudentConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"a StudentConfig must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown StudentConfig field(s) {unknown}; known: {sorted(names)}")
+        if "encoder" not in data:
+            raise ValueError("StudentConfig is missing the required field 'encoder'")
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``kdspd_config.json`` (``path`` may be the folder or the file)."""
+        path = Path(path)
+        if path.is_dir() or path.suffix != ".json":
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / CONFIG_NAME
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "StudentConfig":
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; this is not a saved KD-SPD student")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
+
+
+def _resolve_encoder(name: str) -> str:
+    """Local folders as is; aliases (e.g. ``multilingual-e5-small``) via models.resolve_model."""
+    if os.path.isdir(name):
+        return name
+    try:
+        from ..models import resolve_model
+    except ImportError:  # models.py not available: treat the name as an HF id/path
+        return name
+    return resolve_model(name)
+
+
+def _strip_pooler(encoder: nn.Module) -> None:
+    # BERT/XLM-R poolers are unused (we pool T ourselves); dropping them keeps unused
+    # parameters out of the optimizer and the saved weights.
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+
+
+class Student(nn.Module):
+    """Encoder + (prompts, decoder | mean pooling) + optional projection. See module docstring."""
+
+    def __init__(self, config: StudentConfig, encoder: nn.Module, tokenizer):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        _strip_pooler(self.encoder)
+        d = int(encoder.config.hidden_size)
+        self.hidden_size = d
+        ffn = config.ffn_dim or 4 * d
+        if config.student == "mean":
+            self.prompts = None
+            self.decoder = None
+        else:
+            if d % config.num_heads:
+                raise ValueError(f"encoder hidden size {d} is not divisible by num_heads={config.num_heads}")
+            self.prompts = DecomposedPrompts(len(config.languages), config.prompt_length, d)
+            if config.student == "spd":
+                self.decoder = SPDDecoder(d, config.decoder_layers, config.num_heads, ffn, config.dropout)
+            else:
+                self.decoder = UTSPDDecoder(d, config.prompt_length, config.decoder_layers, config.num_heads, ffn,
+                                            config.dropout)
+        out = config.output_dim or d
+        if out != d:
+            self.projection = nn.Linear(d, out)
+            nn.init.xavier_uniform_(self.projection.weight)
+            nn.init.zeros_(self.projection.bias)
+        else:
+            self.projection = None
+        self.output_dim = out
+        self._lang_index = {lang: i for i, lang in enumerate(config.languages)}
+        self._warned_langs: set[str] = set()
+        self._langid: LanguageIdentifier | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, config: StudentConfig) -> "Student":
+        """Fresh prompts/decoder/projection on top of the pretrained ``config.encoder``."""
+        from transformers import AutoModel, AutoTokenizer
+
+        source = _resolve_encoder(config.encoder)
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"{config.encoder}: a fast (Rust) tokenizer is required")
+        encoder = AutoModel.from_pretrained(source)
+        return cls(config, encoder, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Student":
+        """Load a folder written by :meth:`save_pretrained` (offline; no original encoder needed)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        folder = Path(path)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder (expected a saved KD-SPD student)")
+        if not (folder / CONFIG_NAME).is_file():
+            hint = (" It looks like a plain Hugging Face model: build a student on it with "
+                    "Student.build(StudentConfig(encoder=...)).") if (folder / "config.json").is_file() else ""
+            raise FileNotFoundError(f"{folder}: missing {CONFIG_NAME}; not a saved KD-SPD student.{hint}")
+        config = StudentConfig.load(folder)
+        enc_dir = folder / ENCODER_SUBDIR
+        if not (enc_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{enc_dir / 'config.json'}: missing encoder config; the student folder is incomplete")
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: missing weights file; the student folder is incomplete")
+        if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
+            raise FileNotFoundError(f"{folder}: missing tokenizer files (tokenizer.json / tokenizer_config.json)")
+        try:
+            enc_config = AutoConfig.from_pretrained(str(enc_dir), local_files_only=True)
+        except Exception as e:
+            raise ValueError(f"{enc_dir / 'config.json'}: cannot read the encoder config ({e})") from e
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True, local_files_only=True)
+        except Exception as e:
+            raise ValueError(f"{folder}: cannot load the tokenizer ({type(e).__name__}: {e})") from e
+        encoder = AutoModel.from_config(enc_config)
+        model = cls(config, encoder, tokenizer)
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{weights}: corrupted or not a safetensors file ({e})") from e
+        model._load_checked(state, weights)
+        model.to(device)
+        model.eval()
+        return model
+
+    def _load_checked(self, state: dict[str, torch.Tensor], source: Path) -> None:
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing tensor(s), e.g. {missing[:5]}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:5]}")
+        if shapes:
+            problems.append(f"shape mismatch: {'; '.join(shapes[:5])}")
+        if problems:
+            raise ValueError(f"{source}: weights do not match {CONFIG_NAME} ({'; '.join(problems)})")
+        self.load_state_dict(state, strict=True)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write a self-contained folder (see module docstring); returns its path."""
+        from safetensors.torch import save_file
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
+        tmp = folder / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "kdspd_student": self.config.student})
+        os.replace(tmp, folder / WEIGHTS_NAME)
+        self.encoder.config.save_pretrained(str(folder / ENCODER_SUBDIR))
+        self.tokenizer.save_pretrained(str(folder))
+        self.config.save(folder)  # last: a folder with a config is complete
+        return folder
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def average_lang_id(self) -> int:
+        """Index of the "average" prompt slot used for languages not seen in training."""
+        return len(self.config.languages)
+
+    def part_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by part (for per-part learning rates / freezing in the trainer)."""
+        parts = {"encoder": list(self.encoder.parameters())}
+        if self.prompts is not None:
+            parts["prompts"] = list(self.prompts.parameters())
+        if self.decoder is not None:
+            parts["decoder"] = list(self.decoder.parameters())
+        if self.projection is not None:
+            parts["projection"] = list(self.projection.parameters())
+        return parts
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Trade compute for memory in the encoder (HF gradient checkpointing)."""
+        self.encoder.gradient_checkpointing_enable()
+
+    def lang_id(self, lang: str | None) -> int | None:
+        """Slot of one language code; unknown -> average slot (warns once); None/"" -> None."""
+        code = normalize_lang(lang)
+        if code is None:
+            return None
+        idx = self._lang_index.get(code)
+        if idx is None:
+            if code not in self._warned_langs:
+                self._warned_langs.add(code)
+                logger.warning("language %r was not seen in training (trained: %s); using the average prompt",
+                               lang, ",".join(self.config.languages))
+            idx = self.average_lang_id
+        return idx
+
+    def identify_language(self, text: str) -> str | None:
+        """py3langid restricted to the trained languages (None for text without letters)."""
+        if self._langid is None:
+            self._langid = LanguageIdentifier(self.config.languages)
+        return self._langid.classify(text)
+
+    def lang_ids(self, langs: Sequence[str | None] | str | None, texts: Sequence[str] | None = None) -> torch.LongTensor:
+        """Prompt slot per text. ``langs`` None (or a None/"" entry) -> language ID on ``texts``.
+
+        A single string applies to every text. Unknown codes -> the average slot.
+        Text that language ID cannot place (no letters) -> the average slot.
+        """
+        if langs is None or isinstance(langs, str):
+            if texts is None:
+                raise ValueError("lang_ids: give langs, or texts for language identification")
+            langs = [langs] * len(texts)
+        langs = list(langs)
+        if texts is not None and len(texts) != len(langs):
+            raise ValueError(f"lang_ids: {len(langs)} languages for {len(texts)} texts")
+        out = []
+        for i, lang in enumerate(langs):
+            idx = self.lang_id(lang)
+            if idx is None:
+                if texts is None:
+                    raise ValueError(f"lang_ids: language #{i} is missing and no texts were given to identify it")
+                found = self.identify_language(texts[i])
+                idx = self._lang_index.get(found, self.average_lang_id) if found else self.average_lang_id
+            out.append(idx)
+        return torch.tensor(out, dtype=torch.long)
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None, padding: bool = True):
+        """Prefix with ``passage_prefix`` and truncate to ``max_length`` tokens (default config.max_length).
+
+        Empty text becomes the prefix alone (plus the tokenizer's special tokens).
+        """
+        texts = self._check_texts(texts)
+        return self.tokenizer(
+            [self.config.passage_prefix + t for t in texts],
+            max_length=self.effective_max_length(max_length),
+            truncation=True,
+            padding=padding,
+            return_tensors="pt" if padding else None,
+        )
+
+    def effective_max_length(self, max_length: int | None = None) -> int:
+        """``max_length`` (default config.max_length) capped at what the encoder's positions allow."""
+        n = int(max_length or self.config.max_length)
+        if n < 2:
+            raise ValueError(f"max_length must be >= 2, got {n}")
+        cap = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(cap, int) and 0 < cap < 1_000_000:
+            n = min(n, cap)
+        return n
+
+    @staticmethod
+    def _check_texts(texts) -> list[str]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not a single string")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}: {t!r:.80}")
+        return texts
+
+    # ------------------------------------------------------------------ model
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                lang_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, output_dim) float32 document vectors (L2-normalised iff config.normalize).
+
+        ``lang_ids`` None uses the average prompt for every row (ignored by "mean").
+        """
+        attention_mask = attention_mask.to(input_ids.device)
+        empty = attention_mask.sum(dim=1) == 0
+        if bool(empty.any()):  # a row without tokens would give NaN attention: attend to position 0
+            attention_mask = attention_mask.clone()
+            attention_mask[empty, 0] = 1
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # T: (B, n, d)
+        if self.decoder is None:
+            # sum in fp32: a bf16 sum over hundreds of tokens loses precision
+            m = attention_mask.unsqueeze(-1).to(torch.float32)
+            pooled = (states.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        else:
+            if lang_ids is None:
+                lang_ids = torch.full((input_ids.shape[0],), self.average_lang_id, dtype=torch.long)
+            lang_ids = lang_ids.to(states.device)
+            prompts = self.prompts(lang_ids).to(states.dtype)
+            pooled = self.decoder(prompts, states, attention_mask == 0)
+        if self.projection is not None:
+            pooled = self.projection(pooled)
+        pooled = pooled.float()
+        if self.config.normalize:
+            pooled = F.normalize(pooled, p=2, dim=-1)
+        return pooled
+
+    @torch.inference_mode()
+    def encode(self, texts: Iterable[str], langs: Sequence[str | None] | str | None = None, batch_size: int = 64,
+               max_length: int | None = None, precision: str = "auto") -> np.ndarray:
+        """(n, output_dim) float32 vectors in input order.
+
+        Texts are sorted by token length and run in length-homogeneous batches (little
+        padding: ~2x faster than corpus order), under bf16 autocast when the CPU has native
+        bf16 (``precision="auto"``; force with "bf16"/"fp32"). Texts longer than
+        ``max_length`` tokens (default config.max_length, incl. prefix and special tokens)
+        are truncated; empty texts are encoded as the prefix alone. ``langs``: one code per
+        text, one code for all, or None to identify languages (see :meth:`lang_ids`).
+        """
+        texts = self._check_texts(texts)
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, self.output_dim), dtype=np.float32)
+        needs_lang = self.decoder is not None
+        ids_lang = self.lang_ids(langs, texts) if needs_lang else None
+        encoded = self.tokenize(texts, max_length=max_length, padding=False)["input_ids"]
+        lengths = np.fromiter((len(x) for x in encoded), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")  # longest first: peak memory shows up at once
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        device = self.device
+        prec = resolve_precision(precision, device)
+        out = np.empty((n, self.output_dim), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        try:
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                width = max(int(lengths[idx[0]]), 1)
+                ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, j in enumerate(idx):
+                    seq = encoded[j]
+                    ids[row, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+                    mask[row, :len(seq)] = 1
+                lid = ids_lang[torch.as_tensor(idx)] if needs_lang else None
+                with autocast(prec, device):
+                    vecs = self.forward(ids.to(device), mask.to(device), lid)
+                out[idx] = vecs.float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
