@@ -159,21 +159,22 @@ def prepare_environment() -> None:
 _started: JavaRuntime | None = None
 
 
-def start_jvm(max_heap: str | None = None) -> JavaRuntime:
-    """Start the JVM for Pyserini (idempotent). Must run before ``pyserini.pyclass`` is imported."""
-    global _started
-    if _started is not None:
-        return _started
+def configure_jvm(max_heap: str | None = None) -> JavaRuntime:
+    """Point jnius at a Java >= 21 with Anserini on the classpath and only the options it supports.
+
+    Runs before ``jnius`` is first imported (by us or by any Pyserini module that imports it
+    directly, such as ``pyserini.eval.trec_eval``), since loading jnius creates the JVM.
+    """
     prepare_environment()
     import jnius_config
 
-    if jnius_config.vm_running:
-        # Someone (perhaps Pyserini itself) started it already; report what we can.
-        _started = find_java()
-        return _started
     rt = find_java()
+    if jnius_config.vm_running:
+        return rt
     os.environ["JAVA_HOME"] = str(rt.home)  # jnius reads it when it loads libjvm
-    jnius_config.add_classpath(anserini_jar())
+    jar = anserini_jar()
+    if jar not in (jnius_config.classpath or []):  # not get_classpath(): it imports jnius, starting the VM
+        jnius_config.add_classpath(jar)
     options = [o for o in jnius_config.get_options() if VECTOR_MODULE not in o]
     if rt.has_vector:
         options.append(f"--add-modules={VECTOR_MODULE}")
@@ -181,6 +182,15 @@ def start_jvm(max_heap: str | None = None) -> JavaRuntime:
     if heap and not any(o.startswith("-Xmx") for o in options):
         options.append(f"-Xmx{heap}")
     jnius_config.set_options(*options)
+    return rt
+
+
+def start_jvm(max_heap: str | None = None) -> JavaRuntime:
+    """Start the JVM for Pyserini (idempotent). Must run before ``pyserini.pyclass`` is imported."""
+    global _started
+    if _started is not None:
+        return _started
+    rt = configure_jvm(max_heap)
     import jnius  # noqa: F401  (loading jnius creates the JVM)
 
     _started = rt

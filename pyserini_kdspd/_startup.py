@@ -20,6 +20,12 @@ def _before_pyserini():
     _java.prepare_environment()
 
 
+def _before_jnius():
+    from . import _java
+
+    _java.configure_jvm()
+
+
 def _before_pyclass():
     from . import _java
 
@@ -38,7 +44,7 @@ def _after_faiss_searcher():
     guard_faiss_dimension()
 
 
-_BEFORE = {"pyserini": _before_pyserini, "pyserini.pyclass": _before_pyclass}
+_BEFORE = {"pyserini": _before_pyserini, "pyserini.pyclass": _before_pyclass, "jnius": _before_jnius}
 _AFTER = {"pyserini.encode": _after_encode, "pyserini.search.faiss._searcher": _after_faiss_searcher}
 
 

@@ -180,13 +180,31 @@ def _routed(cls, kdspd_cls):
 
     def __new__(klass, *args, **kwargs):
         name = kwargs.get("model_name") or kwargs.get("encoder_dir") or (args[0] if args else None)
-        if is_kdspd_folder(name):
+        if is_kdspd_folder(name) or str(name).strip().lower() == "kdspd":
             return kdspd_cls(*args, **kwargs)
         return super(routed, klass).__new__(klass)
 
     routed = type(cls.__name__, (cls,), {"__new__": __new__, "_kdspd_original": cls,
                                         "__module__": cls.__module__, "__doc__": cls.__doc__})
     return routed
+
+
+def _claiming(kdspd_cls, others: dict, auto):
+    """The ``kdspd`` map entry: claims KD-SPD folders and the bare name ``kdspd``; any other name
+    that merely contains "kdspd" continues Pyserini's own substring search, as if we were absent."""
+
+    def __new__(klass, *args, **kwargs):
+        name = kwargs.get("model_name") or kwargs.get("encoder_dir") or (args[0] if args else None)
+        if is_kdspd_folder(name) or str(name).strip().lower() == "kdspd":
+            return kdspd_cls(*args, **kwargs)
+        for key, cls in others.items():
+            if cls is not None and key in str(name).lower():
+                return cls(*args, **kwargs)
+        log.warning("%s is not a KD-SPD folder; using Pyserini's %s with its defaults (pass "
+                    "--encoder-class auto to set pooling, normalisation and prefix)", name, auto.__name__)
+        return auto(*args, **kwargs)
+
+    return type(f"{kdspd_cls.__name__}Claim", (), {"__new__": __new__, "__doc__": _claiming.__doc__})
 
 
 def register() -> None:
@@ -199,12 +217,15 @@ def register() -> None:
                           (pe.query_encoder_class_map, KdspdQueryEncoder)):
         if mapping is pe.query_encoder_class_map:
             _ORIGINAL_QUERY_CLASSES.update({k: v for k, v in mapping.items() if v is not None})
+        auto = _routed(pe.AutoDocumentEncoder if ours is KdspdDocumentEncoder else pe.AutoQueryEncoder, ours)
         routed = {k: _routed(v, ours) for k, v in mapping.items() if k != "kdspd"}
         mapping.clear()
-        mapping["kdspd"] = ours  # first, so it wins Pyserini's substring match
+        mapping["kdspd"] = _claiming(ours, routed, auto)  # first, so it wins Pyserini's substring match
         mapping.update(routed)
-    pe.AutoDocumentEncoder = _routed(pe.AutoDocumentEncoder, KdspdDocumentEncoder)
-    pe.AutoQueryEncoder = _routed(pe.AutoQueryEncoder, KdspdQueryEncoder)
+        if ours is KdspdDocumentEncoder:
+            pe.AutoDocumentEncoder = auto
+        else:
+            pe.AutoQueryEncoder = auto
     pe._kdspd_registered = True
 
 

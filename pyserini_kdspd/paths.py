@@ -3,7 +3,8 @@
 Data: ``--data-dir`` flags, else ``$PYSERINI_KDSPD_DATA``, else ``../shared/data``
 beside the working directory or beside the source checkout. Caches (converted
 backbones, teacher targets): ``$PYSERINI_KDSPD_CACHE``, else
-``$XDG_CACHE_HOME/pyserini_kdspd``, else ``~/.cache/pyserini_kdspd``.
+``$XDG_CACHE_HOME/pyserini-kd-spd``, else ``~/.cache/pyserini-kd-spd`` (deliberately
+not containing "kdspd": Pyserini picks encoder classes by substring of the model path).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def cache_dir() -> Path:
     root = os.environ.get("PYSERINI_KDSPD_CACHE")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "pyserini_kdspd")
+        root = os.path.join(xdg, "pyserini-kd-spd")
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
