@@ -133,8 +133,10 @@ def read_run(path) -> Run:
 
 
 def ranked(docs: Mapping[str, float], depth: int | None = None) -> list[tuple[str, float]]:
-    """Documents by descending score, ties broken by docid (as trec_eval does) for determinism."""
-    items = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
+    """Documents by descending score, ties by descending docid: the order trec_eval itself uses,
+    so a written rank agrees with how the run is scored."""
+    items = sorted(docs.items(), key=lambda kv: kv[0], reverse=True)
+    items.sort(key=lambda kv: -kv[1])  # stable: keeps the docid order among ties
     return items[:depth] if depth else items
 
 

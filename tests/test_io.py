@@ -56,3 +56,10 @@ def test_atomic_write_respects_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_ties_follow_trec_eval_order():
+    import pytrec_eval
+    assert [d for d, _ in io.ranked({"a": 1.0, "b": 1.0, "c": 1.0, "z": 2.0})] == ["z", "c", "b", "a"]
+    ev = pytrec_eval.RelevanceEvaluator({"q": {"a": 1}}, {"recip_rank"}).evaluate({"q": {"a": 1.0, "b": 1.0, "c": 1.0}})
+    assert ev["q"]["recip_rank"] == 1 / 3  # trec_eval ranks a last among ties, as io.ranked does
