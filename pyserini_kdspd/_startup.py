@@ -33,6 +33,9 @@ def _before_pyclass():
 
 
 def _after_encode():
+    mod = sys.modules.get("pyserini_kdspd.encoders")
+    if mod is not None and not getattr(mod, "READY", False):
+        return  # our encoders module is itself importing pyserini.encode; it registers when done
     from .encoders import register
 
     register()

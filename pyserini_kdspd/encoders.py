@@ -247,3 +247,7 @@ def guard_faiss_dimension() -> None:
 
     __init__._kdspd_guard = True
     _searcher.FaissSearcher.__init__ = __init__
+
+
+register()  # pyserini.encode is loaded by now (our base classes come from it)
+READY = True
