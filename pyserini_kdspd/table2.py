@@ -63,6 +63,7 @@ class Settings:
     threads: int = 2
     force: bool = False
     latex: bool = False
+    nmt: str | None = "human"                  # "human" (LAReQA's XQuAD translations), a translations file, or an HF MT model
     systems: tuple = ("bm25", "dense", "kd")
 
 
@@ -159,26 +160,46 @@ def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Pat
     return rows
 
 
+def translators(col: Collection, s: Settings):
+    """(row label, slug, factory lang -> translator) for the query-translation baselines available here."""
+    from .search.translate.nmt import FileTranslator, HFTranslator, HumanTranslator
+    from .search.translate.smt import SMTTranslator
+
+    bitext = s.bitext or (s.data / "bitext" if s.data else None)
+    out = [("SMT", "smt", lambda lang: SMTTranslator.for_language(lang, model_dir=s.root / "models" / "smt",
+                                                                  bitext_dir=bitext))]
+    if s.nmt == "human" and col.translations:
+        pattern = str(next(iter(col.translations.values()))).replace(
+            f".{next(iter(col.translations))}.", ".{lang}.")
+        human = HumanTranslator(pattern)
+        out.append(("Human translation", "human", lambda lang: human))
+    elif s.nmt and s.nmt != "human":
+        nmt = FileTranslator(s.nmt) if Path(s.nmt).exists() else HFTranslator(s.nmt)
+        out.append(("NMT", "nmt", lambda lang: nmt))
+    else:
+        print(f"[skip] NMT rows for {col.name}: no translations (give --nmt FILE or a Hugging Face MT model)")
+    return out
+
+
 def bm25_rows(col: Collection, s: Settings, st: Stages) -> dict[str, Path]:
     """Per-language BM25 with translated queries, merged by round robin and by min-max score."""
     from .search import bm25
-    from .search.translate import translators_for
+    from .search.translate import translate_topics
 
     rows: dict[str, Path] = {}
     runs_dir = s.root / "runs" / col.name
     english = io.read_topics(col.topics)
-    with st(f"{col.name}: BM25 indexes (one per language)"):
+    with st(f"{col.name}: BM25 indexes (one per language, its own analyzer)"):
         indexes = {lang: bm25.build_index(d, s.root / "indexes" / col.name / "bm25" / lang, lang,
-                                          threads=s.threads, force=s.force)
+                                          threads=s.threads, overwrite=s.force)
                    for lang, d in sorted(col.by_lang.items())}
-    for label, translator in translators_for(col, s):
-        slug = label.split()[0].lower()
+    for label, slug, make in translators(col, s):
         with st(f"{col.name}: BM25 with {label} query translation, {len(indexes)} languages"):
             lang_runs = {}
             for lang, index in indexes.items():
                 out = runs_dir / "by-lang" / f"bm25-{slug}.{lang}.txt"
                 if not out.is_file() or s.force:
-                    queries = english if lang == "en" else translator.translate_topics(english, lang)
+                    queries = english if lang == "en" else translate_topics(make(lang), english, lang)
                     io.write_run(out, bm25.search(index, queries, lang, k=s.hits, threads=s.threads),
                                  tag=f"bm25-{slug}-{lang}", depth=s.hits)
                 lang_runs[lang] = io.read_run(out)
@@ -240,6 +261,10 @@ def main(argv=None) -> int:
     p.add_argument("--train-minutes", type=float, default=None)
     p.add_argument("--bitext", type=Path, default=None)
     p.add_argument("--systems", default="bm25,dense,kd", help="comma list of bm25, dense, kd")
+    p.add_argument("--nmt", default="human",
+                   help="whole-query translation for the NMT rows: 'human' (LAReQA: XQuAD's human translations, "
+                        "labelled as such), a TSV file qid<TAB>lang<TAB>text, or a Hugging Face MT model "
+                        "(e.g. facebook/nllb-200-distilled-600M; needs a network)")
     p.add_argument("--hits", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -248,7 +273,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = Settings(mode=a.mode, root=a.output_root, data=data_dir(a.data_dir), hits=a.hits, seed=a.seed,
-                 threads=a.threads, force=a.force, latex=a.latex, bitext=a.bitext,
+                 threads=a.threads, force=a.force, latex=a.latex, bitext=a.bitext, nmt=a.nmt,
                  systems=tuple(x.strip() for x in a.systems.split(",") if x.strip()))
     s.train_minutes = a.train_minutes or (12.0 if a.mode == "quick" else 120.0)
     for k in ("encoder", "mdpr", "teacher"):

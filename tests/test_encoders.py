@@ -120,3 +120,21 @@ def test_index_of_another_dimension_is_a_clear_error(student_dir, tmp_path):
     (tmp_path / "idx" / "docid").write_text("a\nb\nc\n")
     with pytest.raises(ValueError, match="dimension 8.*384"):
         FaissSearcher(str(tmp_path / "idx"), KdspdQueryEncoder(str(student_dir)))
+
+
+def test_auto_encoder_fast_path_gives_pyserinis_vectors(shared_data):
+    """The plugin's length-sorted, autograd-free Auto encoder equals Pyserini's own class."""
+    import pyserini.encode as pe
+    from pyserini_kdspd.models import resolve_model
+
+    path = resolve_model("all-MiniLM-L6-v2")
+    texts = []
+    for code in ("eng_Latn", "deu_Latn", "ell_Grek"):
+        texts += (shared_data / f"flores200/devtest/{code}.devtest").read_text(encoding="utf-8").splitlines()[:50]
+    texts += ["short", "a much longer text " * 20]
+    fast = pe.AutoDocumentEncoder(model_name=path, device="cpu", pooling="mean", l2_norm=True)
+    stock = pe.AutoDocumentEncoder._kdspd_original(model_name=path, device="cpu", pooling="mean", l2_norm=True)
+    assert type(fast).encode is not type(stock).encode
+    got = fast.encode(texts, max_length=256)
+    want = np.concatenate([stock.encode(texts[i:i + 16], max_length=256) for i in range(0, len(texts), 16)])
+    np.testing.assert_allclose(got, want, atol=2e-5)

@@ -37,7 +37,7 @@ class DenseModel:
     query_prefix: str | None = None
     passage_prefix: str | None = None
     dimension: int = 384
-    doc_batch_size: int = 64
+    doc_batch_size: int = 512     # the encoders sort each batch by length into sub-batches of 64
     extra_encode_args: list = field(default_factory=list)
 
     def encode_args(self) -> list[str]:

@@ -1,0 +1,168 @@
+"""Query translation: IBM Model 1 tables from real bitext, file/human translators, the offline HF translator."""
+import gzip
+import time
+
+import pytest
+
+from pyserini_kdspd.io import FormatError
+from pyserini_kdspd.search import bm25
+from pyserini_kdspd.search.analyzers import analyze
+from pyserini_kdspd.search.translate import Translator, translate_topics
+from pyserini_kdspd.search.translate.nmt import FileTranslator, HFTranslator, HumanTranslator, TranslatorUnavailable
+from pyserini_kdspd.search.translate.smt import SMTTranslator, TranslationTable, read_bitext, train
+
+
+@pytest.fixture(scope="module")
+def table_el(shared_data, tmp_path_factory):
+    t0 = time.time()
+    table = train(read_bitext(shared_data / "bitext" / "en-el.tsv"), "el", aligner="ibm1")  # all 12.9k pairs
+    assert time.time() - t0 < 120
+    path = tmp_path_factory.mktemp("smt") / "en-el.tsv.gz"
+    table.save(path)
+    return path
+
+
+def top(table, word, lang="en", k=10):
+    return [f for f, _ in table.translations(analyze(word, lang)[0], k)]
+
+
+def test_ibm1_learns_sensible_translations(table_el):
+    table = TranslationTable.load(table_el)
+    assert table.meta["model"] == "ibm1" and table.meta["target_lang"] == "el"
+    assert table.meta["pairs"] > 12000
+    water, house = analyze("νερό", "el")[0], analyze("σπίτι", "el")[0]
+    assert top(table, "water")[0] == water
+    assert top(table, "house")[0] == house
+    for e, options in table.table.items():
+        probs = [p for _, p in options]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-3
+
+
+def test_ibm1_german_subset(shared_data):
+    table = train(read_bitext(shared_data / "bitext" / "en-de.tsv", max_pairs=8000), "de", aligner="ibm1")
+    assert table.meta["pairs"] > 7900
+    assert "haus" in top(table, "house", k=3)
+    assert "wass" in top(table, "water", k=3)  # GermanAnalyzer's stem of Wasser
+
+
+def test_eflomal_aligner_learns_sensible_translations(shared_data):
+    pytest.importorskip("eflomal")  # optional dependency (a C extension); IBM Model 1 needs nothing
+    table = train(read_bitext(shared_data / "bitext" / "en-de.tsv", max_pairs=8000), "de", aligner="eflomal")
+    assert table.meta["model"] == "eflomal"
+    assert top(table, "house", k=1) == ["haus"]
+    assert top(table, "water", k=1) == ["wass"]
+    with pytest.raises(ValueError, match="aligner must be one of"):
+        train([("a house", "ein Haus")], "de", aligner="giza")
+
+
+def test_smt_query_is_weighted_bag_of_target_terms(table_el):
+    tr = SMTTranslator({"el": TranslationTable.load(table_el)})
+    q = tr.translate_query("Where is the water of Zarquon's house 2024?", "el")
+    water, house = analyze("νερό", "el")[0], analyze("σπίτι", "el")[0]
+    assert q[water] > 0.5 and q[house] > 0.5
+    # Out of vocabulary: the word itself, analysed as the Greek index would, with weight 1.
+    assert q["2024"] == 1.0 and q["zarquon"] == 1.0
+    assert "where" not in q and all(w > 0 for w in q.values())
+    assert len([t for t in q if t not in ("2024", "zarquon")]) <= 3 * 10  # top-10 per translated term
+    assert translate_topics(tr, {"q1": "water"}, "el") == {"q1": tr.translate_query("water", "el")}
+
+
+def test_smt_queries_search_a_greek_index(table_el, tmp_path):
+    import json
+
+    docs = ["Το νερό είναι κρύο.", "Το σπίτι είναι μεγάλο.", "Ο ήλιος λάμπει πάνω από τη θάλασσα."]
+    c = tmp_path / "c"
+    c.mkdir()
+    (c / "d.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "contents": d}, ensure_ascii=False) + "\n"
+                                       for i, d in enumerate(docs)), encoding="utf-8")
+    idx = bm25.build_index(c, tmp_path / "idx", "el")
+    tr = SMTTranslator({"el": TranslationTable.load(table_el)})
+    run = bm25.search(idx, translate_topics(tr, {"w": "cold water", "h": "a big house", "s": "the sun"}, "el"),
+                      "el", k=3)
+    assert max(run["w"], key=run["w"].get) == "d0"
+    assert max(run["h"], key=run["h"].get) == "d1"
+    assert max(run["s"], key=run["s"].get) == "d2"
+
+
+def test_table_and_bitext_parsing_is_strict(tmp_path):
+    bad = tmp_path / "en-xx.tsv"
+    bad.write_text("a house\tένα σπίτι\tsrc\nno tab here\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"en-xx.tsv:2: expected 'english<TAB>other"):
+        read_bitext(bad)
+    t = tmp_path / "t.tsv.gz"
+    with gzip.open(t, "wt", encoding="utf-8") as f:
+        f.write("hous\tσπιτ\t0.9\nhous\tοικ\tmuch\n")
+    with pytest.raises(FormatError, match=r"t.tsv.gz:2: probability 'much' is not a number"):
+        TranslationTable.load(t)
+    with gzip.open(t, "wt", encoding="utf-8") as f:
+        f.write("hous\tσπιτ\t1.5\n")
+    with pytest.raises(FormatError, match=r"not in \(0, 1\]"):
+        TranslationTable.load(t)
+    with pytest.raises(ValueError, match="no en-de translation table"):
+        SMTTranslator({}).translate_query("house", "de")
+
+
+def test_for_language_trains_once_then_loads(shared_data, tmp_path):
+    bitext = tmp_path / "bitext"
+    bitext.mkdir()
+    lines = (shared_data / "bitext" / "en-th.tsv").read_text(encoding="utf-8").splitlines()[:1500]
+    (bitext / "en-th.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tr = SMTTranslator.for_language("th", model_dir=tmp_path / "models", bitext_dir=bitext, aligner="ibm1")
+    path = tmp_path / "models" / "en-th.tsv.gz"
+    assert path.is_file() and tr.tables["th"].meta["pairs"] > 1400
+    (bitext / "en-th.tsv").unlink()  # a second call must not need the bitext
+    again = SMTTranslator.for_language("th", model_dir=tmp_path / "models", bitext_dir=bitext)
+    assert again.tables["th"].table == TranslationTable.load(path).table
+
+
+# ------------------------------------------------------------- nmt / file / human
+def test_file_translator_multilingual_tsv(tmp_path):
+    f = tmp_path / "tr.tsv"
+    f.write_text("q1\tde\tWo ist das Haus?\nq1\tel\tΠού είναι το σπίτι;\nq2\tde\tWasser\n", encoding="utf-8")
+    topics = {"q1": "Where is the house?", "q2": "water"}
+    tr = FileTranslator(f, source_topics=topics)
+    assert isinstance(tr, Translator)
+    assert translate_topics(tr, topics, "de") == {"q1": "Wo ist das Haus?", "q2": "Wasser"}
+    assert tr.translate(["water", "Where is the house?"], "de") == ["Wasser", "Wo ist das Haus?"]
+    with pytest.raises(KeyError, match="no el translation for 1 of 2 queries"):
+        translate_topics(tr, topics, "el")
+    with pytest.raises(KeyError, match="no translations into 'ru'"):
+        translate_topics(tr, topics, "ru")
+    f.write_text("q1\tde\tWo ist das Haus?\nq1\tde\tnochmal\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"tr.tsv:2: duplicate translation of 'q1' into 'de'"):
+        FileTranslator(f)
+    f.write_text("q1\tWo ist das Haus?\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"tr.tsv:1: expected 'qid<TAB>lang<TAB>text'"):
+        FileTranslator(f)
+
+
+def test_human_translator_reads_per_language_topics(tmp_path, shared_data):
+    """XQuAD-R questions: the same question ids in every language (LAReQA's human translations)."""
+    import json
+
+    topics = {}
+    for lang in ("en", "el"):
+        data = json.loads((shared_data / "lareqa" / "xquad-r" / f"{lang}.json").read_text(encoding="utf-8"))
+        qas = [qa for art in data["data"][:1] for p in art["paragraphs"][:3] for qa in p["qas"]]
+        topics[lang] = {qa["id"]: qa["question"] for qa in qas}
+        (tmp_path / f"lareqa.{lang}.tsv").write_text(
+            "".join(f"{q}\t{t}\n" for q, t in topics[lang].items()), encoding="utf-8")
+    tr = HumanTranslator(str(tmp_path / "lareqa.{lang}.tsv"), source_topics=topics["en"])
+    assert tr.name == "human translation"
+    assert translate_topics(tr, topics["en"], "el") == topics["el"]
+    with pytest.raises(FileNotFoundError, match="lareqa.de.tsv"):
+        translate_topics(tr, topics["en"], "de")
+    with pytest.raises(ValueError, match=r"needs a path pattern with \{lang\}"):
+        HumanTranslator(str(tmp_path / "lareqa.el.tsv"))
+
+
+def test_hf_translator_is_lazy_and_fails_clearly_offline(tmp_path, monkeypatch):
+    tr = HFTranslator()  # constructing never touches the network
+    assert tr.model == "facebook/nllb-200-distilled-600M"
+    assert tr._codes("el") == ("eng_Latn", "ell_Grek")
+    with pytest.raises(ValueError, match="no language code for 'xx'"):
+        tr._codes("xx")
+    # A model that is not there (a missing local folder, like an unreachable hub) gives a clear error.
+    missing = HFTranslator(str(tmp_path / "no-such-model"))
+    with pytest.raises(TranslatorUnavailable, match="cannot load the MT model"):
+        missing.translate(["Where is the house?"], "de")
