@@ -210,13 +210,15 @@ def bm25_rows(col: Collection, s: Settings, st: Stages) -> dict[str, Path]:
     return rows
 
 
-def table(col: Collection, rows: dict[str, Path], latex: bool = False) -> str:
-    from .evaluate import render_table
+def table(col: Collection, rows: dict[str, Path], latex: bool = False, hits: int = 100) -> str:
+    """Evaluate every row's TREC file (what ``python -m pyserini_kdspd.evaluate`` recomputes) and render."""
+    from .evaluate import evaluate, render_table
 
     ordered = {name: rows[name] for name in ROW_ORDER if name in rows}
     ordered.update({k: v for k, v in rows.items() if k not in ordered})
-    return render_table({name: str(p) for name, p in ordered.items()}, qrels=str(col.qrels), marks=MARKS,
-                        fmt="latex" if latex else "markdown")
+    evaluations = {name: evaluate(str(path), str(col.qrels), depth=hits) for name, path in ordered.items()}
+    marks = {m: b for m, b in MARKS.items() if b in evaluations}
+    return render_table(evaluations, marks=marks, fmt="latex" if latex else "markdown")
 
 
 def run(s: Settings) -> int:
@@ -235,7 +237,7 @@ def run(s: Settings) -> int:
         if "dense" in s.systems or students:
             rows.update(dense_rows(col, s, st, students))
         with st(f"{col.name}: evaluate"):
-            text = table(col, rows, latex=s.latex)
+            text = table(col, rows, latex=s.latex, hits=s.hits)
         out = s.root / "runs" / col.name / ("table2.tex" if s.latex else "table2.md")
         with io.atomic_write(out) as f:
             f.write(text + "\n")
