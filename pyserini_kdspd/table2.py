@@ -131,7 +131,7 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
 
 
 def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Path]) -> dict[str, Path]:
-    from .search.dense import DenseModel, encode_corpus, search, split_index
+    from .search.dense import DenseModel, encode_corpus, encode_queries, search, split_index
 
     rows: dict[str, Path] = {}
     runs_dir, idx_dir = s.root / "runs" / col.name, s.root / "indexes" / col.name
@@ -148,10 +148,13 @@ def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Pat
         if label == "mDPR":
             with st(f"{col.name}: mDPR per language + round robin / score"):
                 per_lang = split_index(index, corpus_file, idx_dir / f"{model.name}.by-lang", force=s.force)
-                lang_runs = {lang: io.read_run(search(model, d, col.topics,
-                                                      runs_dir / "by-lang" / f"{model.name}.{lang}.txt",
-                                                      hits=s.hits, threads=s.threads, force=s.force,
-                                                      extra_args=extra))
+                outs = {lang: runs_dir / "by-lang" / f"{model.name}.{lang}.txt" for lang in per_lang}
+                queries = None
+                if s.force or not all(o.is_file() for o in outs.values()):
+                    queries = encode_queries(model, col.topics, idx_dir / f"{model.name}.queries", force=s.force)
+                lang_runs = {lang: io.read_run(search(model, d, col.topics, outs[lang], hits=s.hits,
+                                                      threads=s.threads, force=s.force, extra_args=extra,
+                                                      encoded_queries=queries))
                              for lang, d in per_lang.items()}
                 rows["mDPR + Round Robin"] = _fuse_to(lang_runs, "rr", runs_dir / "mdpr+rr.txt", s.seed, s.hits,
                                                       "mdpr-rr")

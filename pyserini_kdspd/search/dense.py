@@ -153,8 +153,30 @@ def split_index(index_dir, corpus_jsonl, out_root, field_name: str = "lang", for
     return outs
 
 
+def encode_queries(model: DenseModel, topics, out_dir, force: bool = False) -> Path:
+    """Stock ``python -m pyserini.encode.query`` once, so that searching many per-language
+    indexes reuses the query vectors (``--encoded-queries``) instead of re-encoding them per index."""
+    if model.kind != "auto":
+        raise ValueError(f"{model.name}: pre-encoded queries are made for Auto encoders only")
+    out_dir = Path(out_dir)
+    if (out_dir / "embedding.pkl").is_file() and not force:
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "embedding.pkl.partial"
+    cmd = [sys.executable, "-m", "pyserini.encode.query", "--topics", str(topics), "--encoder", model.path,
+           "--output", str(tmp), "--device", "cpu", "--pooling", model.pooling]
+    if model.l2_norm:
+        cmd.append("--l2-norm")
+    if model.query_prefix:
+        cmd += ["--prefx", model.query_prefix.rstrip()]  # sic: pyserini 1.6.0 spells it --prefx
+    _run(cmd, f"encode {topics} with {model.name}")
+    os.replace(tmp, out_dir / "embedding.pkl")
+    return out_dir
+
+
 def search(model: DenseModel, index_dir, topics, output, hits: int = 100, threads: int = 2,
-           batch_size: int = 64, force: bool = False, extra_args: list | None = None) -> Path:
+           batch_size: int = 64, force: bool = False, extra_args: list | None = None,
+           encoded_queries=None) -> Path:
     """``python -m pyserini.search.faiss`` writing a TREC run (skipped when the run exists)."""
     output = Path(output)
     if output.is_file() and output.stat().st_size > 0 and not force:
@@ -164,7 +186,8 @@ def search(model: DenseModel, index_dir, topics, output, hits: int = 100, thread
     tmp = output.with_name("." + output.name + ".partial")
     cmd = [sys.executable, "-m", "pyserini.search.faiss", "--index", str(index_dir), "--topics", str(topics),
            "--output", str(tmp), "--hits", str(hits), "--threads", str(threads), "--batch-size", str(batch_size),
-           *model.search_args(), *(extra_args or [])]
+           *(["--encoded-queries", str(encoded_queries), "--device", "cpu"] if encoded_queries
+             else model.search_args()), *(extra_args or [])]
     _run(cmd, f"search {index_dir} with {model.name}")
     os.replace(tmp, output)
     return output
