@@ -46,6 +46,7 @@ class Collection:
     qrels: Path
     translations: dict[str, Path] = field(default_factory=dict)  # lang -> human-translated topics
     max_passage: bool = False          # documents split into passages `docid#k` (MaxP)
+    relevance_level: int = 1           # minimum grade that counts as relevant (TREC DL: 2)
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Settings:
     encoder: str = "multilingual-e5-small"     # the student's backbone (offline default)
     mdpr: str = "multilingual-e5-small"        # the multilingual dense baseline (online: castorini/mdpr-tied-pft-msmarco)
     teacher: str = "all-MiniLM-L6-v2"          # the English teacher (online: an ANCE / sentence-transformers model)
-    train_minutes: float = 12.0
+    train_minutes: float = 60.0
     bitext: Path | None = None
     hits: int = 100
     seed: int = 0
@@ -65,6 +66,9 @@ class Settings:
     latex: bool = False
     nmt: str | None = "human"                  # "human" (LAReQA's XQuAD translations), a translations file, or an HF MT model
     systems: tuple = ("bm25", "dense", "kd")
+    collections: tuple = ("lareqa", "mtrec", "clef")
+    mmarco_dir: Path | None = None             # mTREC: the user's mMARCO translations
+    clef_dir: Path | None = None               # CLEF 2000-2003: the user's licensed copy
 
 
 class Stages:
@@ -103,6 +107,40 @@ def lareqa(s: Settings) -> Collection | None:
         translations={lang: Path(p.topics[lang]) for lang in LANGUAGES if lang != "en"})
 
 
+def mtrec(s: Settings, variant: str = "even") -> Collection | None:
+    from .data.mtrec import prepare_mtrec
+
+    if s.mmarco_dir is None:
+        print("[skip] mTREC: needs mMARCO's Arabic, Chinese, Russian and Indonesian collection files "
+              "({arabic,chinese,russian,indonesian}_collection.tsv): give --mmarco-dir DIR")
+        return None
+    try:
+        p = prepare_mtrec(data_dir=s.data, output_root=s.root, mmarco_dir=s.mmarco_dir, variant=variant,
+                          seed=s.seed)
+    except FileNotFoundError as e:
+        print(f"[skip] mTREC: {e}")
+        return None
+    return Collection(name=p.name, corpus_dir=Path(p.corpus), by_lang={k: Path(v) for k, v in p.by_lang.items()},
+                      topics=Path(p.topics), qrels=Path(p.qrels), relevance_level=2)
+
+
+def clef(s: Settings) -> Collection | None:
+    from .data.clef import prepare_clef
+
+    if s.clef_dir is None:
+        print("[skip] CLEF 2000-2003: needs the licensed CLEF ad hoc documents (de, fr, it, fi), "
+              "English topics C001-C200 and qrels: give --clef-dir DIR")
+        return None
+    try:
+        p = prepare_clef(data_dir=s.data, output_root=s.root, clef_dir=s.clef_dir)
+    except FileNotFoundError as e:
+        print(f"[skip] CLEF 2000-2003: {e}")
+        return None
+    # BM25 ranks whole documents per language; dense models rank 180/90 passages, scored by their best (MaxP)
+    return Collection(name=p.name, corpus_dir=Path(p.passages), by_lang={k: Path(v) for k, v in p.by_lang.items()},
+                      topics=Path(p.topics), qrels=Path(p.qrels), max_passage=True)
+
+
 # ------------------------------------------------------------------ systems
 def _fuse_to(runs: dict, method: str, out: Path, seed: int, depth: int, tag: str) -> Path:
     from .fusion import fuse
@@ -112,22 +150,56 @@ def _fuse_to(runs: dict, method: str, out: Path, seed: int, depth: int, tag: str
     return out
 
 
+def _last_progress(log_file: Path) -> str:
+    try:
+        tail = log_file.read_bytes()[-2000:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    parts = [p.strip() for p in tail.replace("\r", "\n").split("\n") if p.strip()]
+    return parts[-1][:150] if parts else ""
+
+
 def train_students(s: Settings, st: Stages) -> dict[str, Path]:
-    """KD-SPD and KD-Encoder on the same bitext with the same budget (teacher targets are shared)."""
-    out = {}
-    for label, kind, folder in (("KD-SPD", "spd", "kdspd"), ("KD-Encoder", "mean", "kd-encoder")):
-        target = s.root / "models" / folder
-        with st(f"train {label} ({kind}, {s.train_minutes:g} min budget)"):
+    """KD-SPD and KD-Encoder on the same bitext with the same budget (teacher targets are shared).
+
+    The two runs go side by side, one thread each: on this 2-core CPU a 1-thread step
+    is 1.7x slower than a 2-thread one, so two parallel runs get more steps in the
+    same wall time than two sequential ones. Each run logs to ``models/<name>.train.log``.
+    """
+    jobs = {}
+    with st(f"train KD-SPD and KD-Encoder side by side ({s.train_minutes:g} min budget each)"):
+        for label, kind, folder in (("KD-SPD", "spd", "kdspd"), ("KD-Encoder", "mean", "kd-encoder")):
+            target = s.root / "models" / folder
             cmd = [sys.executable, "-m", "pyserini_kdspd.train", "--student", kind, "--encoder", s.encoder,
                    "--teacher", s.teacher, "--output", str(target), "--max-minutes", str(s.train_minutes),
-                   "--seed", str(s.seed)]
+                   "--seed", str(s.seed), "--threads", str(max(1, s.threads // 2))]
             if s.bitext:
                 cmd += ["--bitext", str(s.bitext)]
+            if s.data:
+                cmd += ["--data-dir", str(s.data)]
             if s.force:
                 cmd.append("--force")
-            subprocess.run(cmd, check=True)
-        out[label] = target
-    return out
+            log_file = s.root / "models" / f"{folder}.train.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            print(f"[train] {label}: {' '.join(cmd)}\n        log: {log_file}", flush=True)
+            f = open(log_file, "w", encoding="utf-8")
+            jobs[label] = (subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), f, target, log_file)
+            if s.threads < 2:
+                jobs[label][0].wait()
+        while any(p.poll() is None for p, *_ in jobs.values()):
+            time.sleep(60)
+            for label, (p, _, _, log_file) in jobs.items():
+                if p.poll() is None:
+                    print(f"[train] {label}: {_last_progress(log_file)}", flush=True)
+        for label, (p, f, _, log_file) in jobs.items():
+            f.close()
+            if p.returncode != 0:
+                raise RuntimeError(f"training {label} failed (exit {p.returncode}); see {log_file}")
+    for label, (_, _, _, log_file) in jobs.items():
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+        print(f"\n[train] {label}: FLORES-200 dev set\n" + "\n".join(
+            line for line in text.splitlines() if line.startswith("|") or line.startswith("saved ")), flush=True)
+    return {label: target for label, (_, _, target, _) in jobs.items()}
 
 
 def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Path]) -> dict[str, Path]:
@@ -202,10 +274,17 @@ def bm25_rows(col: Collection, s: Settings, st: Stages) -> dict[str, Path]:
             for lang, index in indexes.items():
                 out = runs_dir / "by-lang" / f"bm25-{slug}.{lang}.txt"
                 if not out.is_file() or s.force:
-                    queries = english if lang == "en" else translate_topics(make(lang), english, lang)
+                    try:
+                        queries = english if lang == "en" else translate_topics(make(lang), english, lang)
+                    except FileNotFoundError as e:  # e.g. no en-fi bitext for an SMT table
+                        print(f"[skip] {label} rows for {col.name}: no translation into {lang!r}: {e}")
+                        lang_runs = None
+                        break
                     io.write_run(out, bm25.search(index, queries, lang, k=s.hits, threads=s.threads),
                                  tag=f"bm25-{slug}-{lang}", depth=s.hits)
                 lang_runs[lang] = io.read_run(out)
+            if lang_runs is None:
+                continue
             rows[f"{label} + Round Robin"] = _fuse_to(lang_runs, "rr", runs_dir / f"bm25-{slug}+rr.txt", s.seed,
                                                       s.hits, f"bm25-{slug}-rr")
             rows[f"{label} + Score"] = _fuse_to(lang_runs, "minmax", runs_dir / f"bm25-{slug}+score.txt", s.seed,
@@ -219,18 +298,17 @@ def table(col: Collection, rows: dict[str, Path], latex: bool = False, hits: int
 
     ordered = {name: rows[name] for name in ROW_ORDER if name in rows}
     ordered.update({k: v for k, v in rows.items() if k not in ordered})
-    evaluations = {name: evaluate(str(path), str(col.qrels), depth=hits) for name, path in ordered.items()}
+    evaluations = {name: evaluate(str(path), str(col.qrels), depth=hits, relevance_level=col.relevance_level)
+                   for name, path in ordered.items()}
     marks = {m: b for m, b in MARKS.items() if b in evaluations}
     return render_table(evaluations, marks=marks, fmt="latex" if latex else "markdown")
 
 
 def run(s: Settings) -> int:
     st = Stages()
-    with st("data: LAReQA XQuAD-R"):
-        collections = [c for c in (lareqa(s),) if c is not None]
-    for name, needs in (("mTREC", "the mMARCO Arabic/Chinese/Russian/Indonesian collections (--mmarco-dir)"),
-                        ("CLEF 2000-2003", "the licensed CLEF ad hoc documents, topics C001-C200 and qrels (--clef-dir)")):
-        print(f"[skip] {name}: needs {needs}; not given")
+    builders = {"lareqa": lareqa, "mtrec": mtrec, "clef": clef}
+    with st(f"data: {', '.join(s.collections)}"):
+        collections = [c for c in (builders[name](s) for name in s.collections) if c is not None]
     students = train_students(s, st) if "kd" in s.systems else {}
     outputs = []
     for col in collections:
@@ -265,7 +343,13 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", default=None, help="English teacher (default all-MiniLM-L6-v2, packaged)")
     p.add_argument("--train-minutes", type=float, default=None)
     p.add_argument("--bitext", type=Path, default=None)
+    p.add_argument("--mmarco-dir", type=Path, default=None,
+                   help="mMARCO's {arabic,chinese,russian,indonesian}_collection.tsv: adds the mTREC column")
+    p.add_argument("--clef-dir", type=Path, default=None,
+                   help="your CLEF 2000-2003 ad hoc copy (documents, topics, qrels): adds the CLEF column")
     p.add_argument("--systems", default="bm25,dense,kd", help="comma list of bm25, dense, kd")
+    p.add_argument("--collections", default="lareqa,mtrec,clef",
+                   help="comma list of lareqa, mtrec, clef (absent inputs are skipped with one line)")
     p.add_argument("--nmt", default="human",
                    help="whole-query translation for the NMT rows: 'human' (LAReQA: XQuAD's human translations, "
                         "labelled as such), a TSV file qid<TAB>lang<TAB>text, or a Hugging Face MT model "
@@ -279,8 +363,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = Settings(mode=a.mode, root=a.output_root, data=data_dir(a.data_dir), hits=a.hits, seed=a.seed,
                  threads=a.threads, force=a.force, latex=a.latex, bitext=a.bitext, nmt=a.nmt,
-                 systems=tuple(x.strip() for x in a.systems.split(",") if x.strip()))
-    s.train_minutes = a.train_minutes or (12.0 if a.mode == "quick" else 120.0)
+                 mmarco_dir=a.mmarco_dir, clef_dir=a.clef_dir,
+                 systems=tuple(x.strip() for x in a.systems.split(",") if x.strip()),
+                 collections=tuple(x.strip() for x in a.collections.split(",") if x.strip()))
+    unknown = [c for c in s.collections if c not in ("lareqa", "mtrec", "clef")]
+    if unknown:
+        p.error(f"unknown collection(s) {unknown}; choose from lareqa, mtrec, clef")
+    s.train_minutes = a.train_minutes or (60.0 if a.mode == "quick" else 240.0)
     for k in ("encoder", "mdpr", "teacher"):
         if getattr(a, k):
             setattr(s, k, getattr(a, k))

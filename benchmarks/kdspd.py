@@ -1,0 +1,216 @@
+"""KD-SPD speed and memory on this machine, printed as one Markdown table.
+
+    python benchmarks/kdspd.py                       # models/kdspd against its own encoder with mean pooling
+    python benchmarks/kdspd.py --stock --bf16-map    # + stock pyserini.encode wall time, bf16-vs-fp32 MAP
+
+Rows (issue 3): document-encoding throughput of KD-SPD and of its encoder alone
+(mean pooling) on the same LAReQA sentences with the same length-sorted batches;
+achieved GFLOP/s (analytic FLOPs of the batches actually run) against the
+machine's measured matmul peak in the same precision; optionally the stock
+``python -m pyserini.encode`` wall time and the MAP of a bf16 index against the
+fp32 one; training seconds per step and peak memory (read from the trained
+models' ``training_log.json``, i.e. measured during the real run); query
+encoding + FAISS search latency (p50/p95) on the LAReQA index.
+Nothing here is a test: the numbers depend on the machine and its load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def matmul_peak(precision: str, n: int = 2048, seconds: float = 3.0) -> float:
+    """GFLOP/s of a square matmul, the ceiling a transformer on this CPU can approach."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def student_flops(student, widths: list[tuple[int, int]]) -> float:
+    """Forward FLOPs (2 x multiply-adds) of the encoder (+ decoder) over padded batches (rows, width)."""
+    cfg = student.encoder.config
+    d, layers = cfg.hidden_size, cfg.num_hidden_layers
+    ffn = cfg.intermediate_size
+    total = 0
+    for rows, n in widths:
+        enc = layers * (n * (4 * d * d + 2 * d * ffn) + 2 * n * n * d)
+        dec = 0
+        if student.decoder is not None:
+            c = student.config
+            steps = c.decoder_layers
+            l, f = c.prompt_length, (c.ffn_dim or 4 * d)
+            dec = steps * (2 * l * d * d + 2 * n * d * d + 2 * l * n * d + 2 * l * d * f)
+        total += rows * (enc + dec)
+    return 2.0 * total
+
+
+def padded_widths(student, texts, batch_size: int) -> list[tuple[int, int]]:
+    ids = student.tokenize(texts, padding=False)["input_ids"]
+    lengths = sorted((len(x) for x in ids), reverse=True)
+    return [(len(lengths[s:s + batch_size]), lengths[s]) for s in range(0, len(lengths), batch_size)]
+
+
+def throughput(student, texts, langs, batch_size: int, precision: str) -> tuple[float, float]:
+    student.encode(texts[:batch_size], langs[:batch_size], batch_size=batch_size, precision=precision)  # warm-up
+    t0 = time.perf_counter()
+    student.encode(texts, langs, batch_size=batch_size, precision=precision)
+    dt = time.perf_counter() - t0
+    return len(texts) / dt, student_flops(student, padded_widths(student, texts, batch_size)) / dt / 1e9
+
+
+def stock_encode_seconds(model_dir: Path, corpus: Path, batch_size: int) -> float:
+    from pyserini_kdspd._java import java_env
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pyserini.encode", "input", "--corpus", str(corpus), "--fields", "text", "lang",
+               "output", "--embeddings", tmp, "--to-faiss", "encoder", "--encoder", str(model_dir),
+               "--fields", "text", "lang", "--batch-size", str(batch_size), "--device", "cpu"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=java_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+
+
+def bf16_map_delta(student, texts, langs, docids, topics: Path, qrels: Path) -> tuple[float, float]:
+    """MAP@100 of flat IP indexes built from fp32 and from bf16 document vectors (same queries)."""
+    import faiss
+
+    from pyserini_kdspd import io
+    from pyserini_kdspd.encoders import KdspdQueryEncoder
+    from pyserini_kdspd.evaluate import evaluate
+
+    q = io.read_topics(topics)
+    qenc = KdspdQueryEncoder(str(args_model))
+    qids = list(q)
+    qv = np.stack([qenc.encode(q[i]) for i in qids]).astype(np.float32)
+    maps = []
+    for prec in ("fp32", "bf16"):
+        vecs = student.encode(texts, langs, batch_size=64, precision=prec)
+        index = faiss.IndexFlatIP(vecs.shape[1])
+        index.add(vecs)
+        scores, rows = index.search(qv, 100)
+        run = {qid: {docids[r]: float(s) for s, r in zip(scores[i], rows[i])} for i, qid in enumerate(qids)}
+        maps.append(evaluate(run, str(qrels))["map"])
+    return maps[0], maps[1]
+
+
+def search_latency(model_dir: Path, index_dir: Path, topics: Path, n: int = 200) -> tuple[list[float], list[float]]:
+    from pyserini.search.faiss import FaissSearcher
+
+    from pyserini_kdspd import io
+    from pyserini_kdspd.encoders import KdspdQueryEncoder
+
+    qenc = KdspdQueryEncoder(str(model_dir))
+    searcher = FaissSearcher(str(index_dir), qenc)
+    queries = list(io.read_topics(topics).values())[:n]
+    searcher.search(queries[0], k=100)
+    enc_ms, total_ms = [], []
+    for text in queries:
+        t0 = time.perf_counter()
+        vec = qenc.encode(text)
+        t1 = time.perf_counter()
+        searcher.index.search(np.asarray(vec, dtype=np.float32).reshape(1, -1), 100)
+        t2 = time.perf_counter()
+        enc_ms.append((t1 - t0) * 1e3)
+        total_ms.append((t2 - t0) * 1e3)
+    return enc_ms, total_ms
+
+
+def pct(xs, p):
+    return float(np.percentile(np.asarray(xs), p))
+
+
+def main(argv=None) -> int:
+    global args_model
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=ROOT / "models/kdspd", help="trained KD-SPD folder")
+    p.add_argument("--kd-encoder", type=Path, default=ROOT / "models/kd-encoder",
+                   help="trained KD-Encoder folder (training-step row); skipped when absent")
+    p.add_argument("--corpus", type=Path, default=ROOT / "collections/lareqa/corpus/corpus.jsonl")
+    p.add_argument("--topics", type=Path, default=ROOT / "topics/lareqa.en.tsv")
+    p.add_argument("--qrels", type=Path, default=ROOT / "qrels/lareqa.txt")
+    p.add_argument("--index", type=Path, default=ROOT / "indexes/lareqa/kdspd", help="FAISS index for latency")
+    p.add_argument("--sentences", type=int, default=0, help="first N corpus sentences (0 = all 13,014)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stock", action="store_true", help="also time stock python -m pyserini.encode (batch 512)")
+    p.add_argument("--bf16-map", action="store_true", help="also compare MAP of bf16 and fp32 indexes")
+    a = p.parse_args(argv)
+    args_model = a.model
+    torch.set_num_threads(a.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from pyserini_kdspd import io
+    from pyserini_kdspd.spd import Student, StudentConfig
+    from pyserini_kdspd.spd._precision import bf16_supported
+
+    records = list(io.read_jsonl(a.corpus))
+    if a.sentences:
+        records = records[:a.sentences]
+    texts, langs, docids = [r["contents"] for r in records], [r["lang"] for r in records], [r["id"] for r in records]
+    spd = Student.from_pretrained(a.model).eval()
+    mean = Student(StudentConfig(encoder=spd.config.encoder, student="mean", languages=spd.config.languages),
+                   spd.encoder, spd.tokenizer).eval()
+    precisions = ["fp32"] + (["bf16"] if bf16_supported() else [])
+    rows = [("machine", f"{torch.get_num_threads()} threads, native bf16: {bf16_supported()}", "")]
+    peaks = {prec: matmul_peak(prec) for prec in precisions}
+    for prec, g in peaks.items():
+        rows.append((f"matmul peak {prec} (2048^2)", f"{g:.0f} GFLOP/s", ""))
+    for prec in precisions:
+        r_mean, g_mean = throughput(mean, texts, langs, a.batch_size, prec)
+        r_spd, g_spd = throughput(spd, texts, langs, a.batch_size, prec)
+        rows += [
+            (f"encoder alone, mean pooling, {prec}", f"{r_mean:.1f} sentences/s",
+             f"{g_mean:.0f} GFLOP/s = {g_mean / peaks[prec]:.0%} of peak"),
+            (f"KD-SPD (l={spd.config.prompt_length}, N={spd.config.decoder_layers}), {prec}",
+             f"{r_spd:.1f} sentences/s", f"{g_spd:.0f} GFLOP/s = {g_spd / peaks[prec]:.0%} of peak"),
+            (f"KD-SPD / encoder alone, {prec}", f"{r_spd / r_mean:.2f}x", "target >= 0.85x"),
+        ]
+    if a.stock:
+        sec = stock_encode_seconds(a.model, a.corpus.parent, 512)
+        rows.append(("stock pyserini.encode --batch-size 512 (incl. start-up)", f"{len(records) / sec:.1f} sentences/s",
+                     f"{sec:.0f} s for {len(records)} sentences"))
+    if a.bf16_map:
+        m32, m16 = bf16_map_delta(spd, texts, langs, docids, a.topics, a.qrels)
+        rows.append(("MAP fp32 index vs bf16 index", f"{m32:.4f} vs {m16:.4f}", f"|delta| {abs(m32 - m16):.4f}"))
+    for label, folder in (("KD-SPD", a.model), ("KD-Encoder", a.kd_encoder)):
+        log_file = folder / "training_log.json"
+        if log_file.is_file():
+            log = json.loads(log_file.read_text())
+            steps = log.get("step_seconds") or [0]
+            rows.append((f"training {label}: s/step (median, p90), peak RSS",
+                         f"{statistics.median(steps):.2f} s, {pct(steps, 90):.2f} s",
+                         f"{log.get('peak_rss_mb', float('nan')):.0f} MB, {log.get('steps')} steps, "
+                         f"{log.get('precision')}, {log.get('threads')} thread(s)"))
+    if (a.index / "index").is_file():
+        enc, tot = search_latency(a.model, a.index, a.topics)
+        rows.append(("query encode (teacher) p50 / p95", f"{pct(enc, 50):.1f} / {pct(enc, 95):.1f} ms", ""))
+        rows.append(("query encode + FAISS search top-100 p50 / p95", f"{pct(tot, 50):.1f} / {pct(tot, 95):.1f} ms",
+                     f"flat IP index, {a.index}"))
+    print(f"\n{len(texts)} LAReQA sentences, batch {a.batch_size}, length-sorted; model {a.model}\n")
+    print("| benchmark | value | note |\n|---|---:|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    return 0
+
+
+args_model: Path | None = None
+
+if __name__ == "__main__":
+    sys.exit(main())
