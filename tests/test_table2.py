@@ -13,6 +13,7 @@ import pytest
 from pyserini_kdspd import io
 
 FIX = Path(__file__).parent / "fixtures" / "clef"
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
