@@ -172,7 +172,7 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
             target = s.root / "models" / folder
             cmd = [sys.executable, "-m", "pyserini_kdspd.train", "--student", kind, "--encoder", s.encoder,
                    "--teacher", s.teacher, "--output", str(target), "--max-minutes", str(s.train_minutes),
-                   "--seed", str(s.seed), "--threads", str(max(1, s.threads // 2))]
+                   "--seed", str(s.seed), "--threads", str(max(1, s.threads // 2)), "--resume"]
             if s.bitext:
                 cmd += ["--bitext", str(s.bitext)]
             if s.data:
@@ -203,7 +203,7 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
 
 
 def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Path]) -> dict[str, Path]:
-    from .search.dense import DenseModel, encode_corpus, encode_queries, search, split_index
+    from .search.dense import DenseModel, encode_corpus, encode_queries, newer, search, split_index
 
     rows: dict[str, Path] = {}
     runs_dir, idx_dir = s.root / "runs" / col.name, s.root / "indexes" / col.name
@@ -222,7 +222,7 @@ def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Pat
                 per_lang = split_index(index, corpus_file, idx_dir / f"{model.name}.by-lang", force=s.force)
                 outs = {lang: runs_dir / "by-lang" / f"{model.name}.{lang}.txt" for lang in per_lang}
                 queries = None
-                if s.force or not all(o.is_file() for o in outs.values()):
+                if s.force or not all(newer(o, d / "index") for o, d in zip(outs.values(), per_lang.values())):
                     queries = encode_queries(model, col.topics, idx_dir / f"{model.name}.queries", force=s.force)
                 lang_runs = {lang: io.read_run(search(model, d, col.topics, outs[lang], hits=s.hits,
                                                       threads=s.threads, force=s.force, extra_args=extra,

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; 1 measured 5x faster than 2 per step on the shared 2-core box (OpenMP "
                         "threads stall when another process holds a core); 0 = torch default")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in <output>/checkpoints")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in <output>/checkpoints up to the budget (a larger "
+                        "budget extends a finished run; a run that already reached it is reused)")
     p.add_argument("--force", action="store_true", help="retrain even if <output> holds a complete run")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps (plus every --checkpoint-minutes)")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
@@ -91,9 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     from .spd import Student, StudentConfig
 
     output = Path(args.output)
-    if is_complete(output) and not args.force and not args.resume:
-        print(f"{output} already holds a complete run (see {output / LOG_NAME}); reusing it (--force retrains)")
-        return 0
+    if is_complete(output) and not args.force:
+        done = json.loads((output / LOG_NAME).read_text())
+        steps, minutes = int(done.get("steps", 0)), float(done.get("elapsed_seconds", 0.0)) / 60
+        reached = ((args.max_steps is not None and steps >= args.max_steps)
+                   or (args.max_minutes is not None and minutes >= args.max_minutes - 0.5))
+        if not args.resume or reached or latest_checkpoint(output) is None:
+            print(f"{output} already holds a complete run ({steps} steps, {minutes:.1f} min; see "
+                  f"{output / LOG_NAME}); reusing it (--force retrains, --resume with a larger budget extends)")
+            return 0
+        print(f"{output}: extending the finished run ({steps} steps, {minutes:.1f} min) to the new budget", flush=True)
     if args.force and output.exists() and not args.resume:
         shutil.rmtree(output / "checkpoints", ignore_errors=True)
         (output / LOG_NAME).unlink(missing_ok=True)

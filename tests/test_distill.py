@@ -216,3 +216,12 @@ def test_cli_trains_and_writes_a_loadable_folder(python, bitext_dir, shared_data
     assert vec.shape == (1, 384) and abs(np.linalg.norm(vec) - 1) < 1e-4
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "reusing" in again.stdout
+    # --resume with the budget already reached reuses; a larger budget extends the finished run
+    same = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0 and "reusing" in same.stdout
+    longer = [c if c != "2" or cmd[i - 1] != "--max-steps" else "3" for i, c in enumerate(cmd)] + ["--resume", "--no-dev"]
+    ext = subprocess.run(longer, capture_output=True, text=True, timeout=600)
+    assert ext.returncode == 0 and "extending" in ext.stdout, ext.stderr[-3000:]
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["complete"] and log["steps"] == 3 and log["resumed_from"] == [2]
+    assert [s for s, _ in log["losses"]] == [1, 2, 3]

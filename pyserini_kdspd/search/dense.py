@@ -98,10 +98,35 @@ def index_complete(index_dir) -> bool:
     return (d / "index").is_file() and (d / "docid").is_file()
 
 
+STAMP = "encoded_with.json"
+
+
+def model_fingerprint(path: str) -> dict:
+    """What the vectors depend on: a Hub id, or a local folder's weight files (name, size, mtime)."""
+    p = Path(path)
+    if not p.is_dir():
+        return {"model": str(path)}
+    weights = sorted(f for f in p.rglob("*") if f.suffix in (".safetensors", ".bin", ".pt") and f.is_file()
+                     and "checkpoints" not in f.relative_to(p).parts)
+    return {"model": str(p.resolve()),
+            "weights": [[str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns] for f in weights]}
+
+
+def _stamp_matches(index_dir: Path, model: "DenseModel") -> bool:
+    try:
+        return json.loads((index_dir / STAMP).read_text()) == model_fingerprint(model.path)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def newer(output: Path, source: Path) -> bool:
+    return output.is_file() and source.is_file() and output.stat().st_mtime_ns >= source.stat().st_mtime_ns
+
+
 def encode_corpus(model: DenseModel, corpus_dir, index_dir, force: bool = False) -> Path:
     """``python -m pyserini.encode ... --to-faiss`` into a fresh folder, renamed when complete."""
     index_dir = Path(index_dir)
-    if index_complete(index_dir) and not force:
+    if index_complete(index_dir) and _stamp_matches(index_dir, model) and not force:
         log.info("reusing %s", index_dir)
         return index_dir
     tmp = index_dir.with_name(index_dir.name + ".partial")
@@ -113,6 +138,8 @@ def encode_corpus(model: DenseModel, corpus_dir, index_dir, force: bool = False)
     _run(cmd, f"encode {corpus_dir} with {model.name}")
     if not index_complete(tmp):
         raise RuntimeError(f"pyserini.encode finished but {tmp} has no index/docid files")
+    with atomic_write(tmp / STAMP) as f:  # a retrained model in the same folder invalidates the index
+        json.dump(model_fingerprint(model.path), f)
     if index_dir.exists():
         shutil.rmtree(index_dir)
     os.replace(tmp, index_dir)
@@ -134,7 +161,7 @@ def split_index(index_dir, corpus_jsonl, out_root, field_name: str = "lang", for
                          f"(e.g. {missing[0]!r}); was the index built from another corpus?")
     langs = sorted({lang_of[d] for d in docids})
     outs = {lang: out_root / lang for lang in langs}
-    if not force and all(index_complete(p) for p in outs.values()):
+    if not force and all(index_complete(p) and newer(p / "index", index_dir / "index") for p in outs.values()):
         return outs
     index = faiss.read_index(str(index_dir / "index"))
     vectors = index.reconstruct_n(0, index.ntotal)
@@ -179,7 +206,7 @@ def search(model: DenseModel, index_dir, topics, output, hits: int = 100, thread
            encoded_queries=None) -> Path:
     """``python -m pyserini.search.faiss`` writing a TREC run (skipped when the run exists)."""
     output = Path(output)
-    if output.is_file() and output.stat().st_size > 0 and not force:
+    if not force and newer(output, Path(index_dir) / "index") and output.stat().st_size > 0:  # else stale or absent
         log.info("reusing %s", output)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
