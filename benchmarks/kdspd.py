@@ -87,7 +87,7 @@ def stock_encode_seconds(model_dir: Path, corpus: Path, batch_size: int) -> floa
         return time.perf_counter() - t0
 
 
-def bf16_map_delta(student, texts, langs, docids, topics: Path, qrels: Path) -> tuple[float, float]:
+def bf16_map_delta(model_dir: Path, student, texts, langs, docids, topics: Path, qrels: Path) -> tuple[float, float]:
     """MAP@100 of flat IP indexes built from fp32 and from bf16 document vectors (same queries)."""
     import faiss
 
@@ -96,7 +96,7 @@ def bf16_map_delta(student, texts, langs, docids, topics: Path, qrels: Path) -> 
     from pyserini_kdspd.evaluate import evaluate
 
     q = io.read_topics(topics)
-    qenc = KdspdQueryEncoder(str(args_model))
+    qenc = KdspdQueryEncoder(str(model_dir))
     qids = list(q)
     qv = np.stack([qenc.encode(q[i]) for i in qids]).astype(np.float32)
     maps = []
@@ -137,7 +137,6 @@ def pct(xs, p):
 
 
 def main(argv=None) -> int:
-    global args_model
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=ROOT / "models/kdspd", help="trained KD-SPD folder")
     p.add_argument("--kd-encoder", type=Path, default=ROOT / "models/kd-encoder",
@@ -149,10 +148,11 @@ def main(argv=None) -> int:
     p.add_argument("--sentences", type=int, default=0, help="first N corpus sentences (0 = all 13,014)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precisions", default="auto",
+                   help="comma list of fp32, bf16; auto = fp32, plus bf16 where the CPU has native bf16")
     p.add_argument("--stock", action="store_true", help="also time stock python -m pyserini.encode (batch 512)")
     p.add_argument("--bf16-map", action="store_true", help="also compare MAP of bf16 and fp32 indexes")
     a = p.parse_args(argv)
-    args_model = a.model
     torch.set_num_threads(a.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -167,7 +167,8 @@ def main(argv=None) -> int:
     spd = Student.from_pretrained(a.model).eval()
     mean = Student(StudentConfig(encoder=spd.config.encoder, student="mean", languages=spd.config.languages),
                    spd.encoder, spd.tokenizer).eval()
-    precisions = ["fp32"] + (["bf16"] if bf16_supported() else [])
+    precisions = (["fp32"] + (["bf16"] if bf16_supported() else []) if a.precisions == "auto"
+                  else [x.strip() for x in a.precisions.split(",") if x.strip()])
     rows = [("machine", f"{torch.get_num_threads()} threads, native bf16: {bf16_supported()}", "")]
     peaks = {prec: matmul_peak(prec) for prec in precisions}
     for prec, g in peaks.items():
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
         rows.append(("stock pyserini.encode --batch-size 512 (incl. start-up)", f"{len(records) / sec:.1f} sentences/s",
                      f"{sec:.0f} s for {len(records)} sentences"))
     if a.bf16_map:
-        m32, m16 = bf16_map_delta(spd, texts, langs, docids, a.topics, a.qrels)
+        m32, m16 = bf16_map_delta(a.model, spd, texts, langs, docids, a.topics, a.qrels)
         rows.append(("MAP fp32 index vs bf16 index", f"{m32:.4f} vs {m16:.4f}", f"|delta| {abs(m32 - m16):.4f}"))
     for label, folder in (("KD-SPD", a.model), ("KD-Encoder", a.kd_encoder)):
         log_file = folder / "training_log.json"
@@ -209,8 +210,6 @@ def main(argv=None) -> int:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")
     return 0
 
-
-args_model: Path | None = None
 
 if __name__ == "__main__":
     sys.exit(main())
