@@ -167,3 +167,9 @@ def write_jsonl(path, records: Iterable[Mapping]) -> int:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def newer(output, source) -> bool:
+    """True when ``output`` exists and was written no earlier than ``source``: the reuse test for derived files."""
+    output, source = Path(output), Path(source)
+    return output.is_file() and source.is_file() and output.stat().st_mtime_ns >= source.stat().st_mtime_ns

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import io
+from .io import newer
 from .paths import data_dir
 
 log = logging.getLogger("pyserini_kdspd.table2")
@@ -203,7 +204,7 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
 
 
 def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Path]) -> dict[str, Path]:
-    from .search.dense import DenseModel, encode_corpus, encode_queries, newer, search, split_index
+    from .search.dense import DenseModel, encode_corpus, encode_queries, search, split_index
 
     rows: dict[str, Path] = {}
     runs_dir, idx_dir = s.root / "runs" / col.name, s.root / "indexes" / col.name
@@ -266,14 +267,14 @@ def bm25_rows(col: Collection, s: Settings, st: Stages) -> dict[str, Path]:
     english = io.read_topics(col.topics)
     with st(f"{col.name}: BM25 indexes (one per language, its own analyzer)"):
         indexes = {lang: bm25.build_index(d, s.root / "indexes" / col.name / "bm25" / lang, lang,
-                                          threads=s.threads, overwrite=s.force)
+                                          threads=s.threads, overwrite=s.force, reuse=True)
                    for lang, d in sorted(col.by_lang.items())}
     for label, slug, make in translators(col, s):
         with st(f"{col.name}: BM25 with {label} query translation, {len(indexes)} languages"):
             lang_runs = {}
             for lang, index in indexes.items():
                 out = runs_dir / "by-lang" / f"bm25-{slug}.{lang}.txt"
-                if not out.is_file() or s.force:
+                if s.force or not newer(out, index / bm25.META):
                     try:
                         queries = english if lang == "en" else translate_topics(make(lang), english, lang)
                     except FileNotFoundError as e:  # e.g. no en-fi bitext for an SMT table

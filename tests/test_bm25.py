@@ -151,3 +151,19 @@ def test_cli_index_and_search_with_human_translation(tmp_path, shared_data, pyth
     assert len(run) == 100
     assert sum(max(d, key=d.get) == f"de-{q[1:]}" for q, d in run.items()) >= 95
     assert out.read_text().split("\n")[0].endswith("bm25-human-de")
+
+
+def test_reuse_keeps_a_current_index_and_rebuilds_a_stale_or_unfinished_one(tmp_path):
+    corpus = write_corpus(tmp_path / "c", ["Das Haus am Wasser.", "Ein Baum im Garten."], "de")
+    idx = bm25.build_index(corpus, tmp_path / "idx", "de")
+    meta = idx / bm25.META
+    built = meta.stat().st_mtime_ns
+    assert bm25.index_current(idx, corpus, "de") and not bm25.index_current(idx, corpus, "el")
+    assert bm25.build_index(corpus, idx, "de", reuse=True) == idx and meta.stat().st_mtime_ns == built
+    write_corpus(corpus, ["Das Haus am Wasser.", "Ein Baum im Garten.", "Der Hund im Haus."], "de")
+    assert not bm25.index_current(idx, corpus, "de")  # the corpus changed after the index was built
+    bm25.build_index(corpus, idx, "de", reuse=True)
+    assert set(bm25.search(idx, {"q": "Hund"}, "de")["q"]) == {"de-2"}
+    meta.unlink()  # an index whose build never finished
+    bm25.build_index(corpus, idx, "de", reuse=True)
+    assert bm25.index_current(idx, corpus, "de")

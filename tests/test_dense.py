@@ -3,7 +3,8 @@ import json
 import os
 import time
 
-from pyserini_kdspd.search.dense import STAMP, DenseModel, _stamp_matches, model_fingerprint, newer
+from pyserini_kdspd.io import newer
+from pyserini_kdspd.search.dense import STAMP, DenseModel, _stamp_matches, model_fingerprint
 
 
 def test_retrained_model_invalidates_its_index(tmp_path):

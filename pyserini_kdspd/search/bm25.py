@@ -67,13 +67,38 @@ def _pretokenize(corpus_dir: Path, out_dir: Path, lang: str) -> tuple[int, list[
     return n, empty
 
 
-def build_index(corpus_dir, index_dir, lang: str, threads: int = 2, overwrite: bool = False) -> Path:
-    """Index a JsonCollection folder (records ``{"id", "contents", ...}``) for BM25 in ``lang``."""
+def index_current(index_dir, corpus_dir, lang: str) -> bool:
+    """True when ``index_dir`` is a finished index of ``corpus_dir`` in ``lang``, newer than every corpus file.
+
+    The metadata file is written last, so its presence means Anserini finished."""
+    meta_file = Path(index_dir) / META
+    if not meta_file.is_file():
+        return False
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    built = meta_file.stat().st_mtime_ns
+    return (meta.get("lang") == lang and meta.get("analyzer") == spec(lang).java
+            and all(f.stat().st_mtime_ns <= built for f in _corpus_files(Path(corpus_dir))))
+
+
+def build_index(corpus_dir, index_dir, lang: str, threads: int = 2, overwrite: bool = False,
+                reuse: bool = False) -> Path:
+    """Index a JsonCollection folder (records ``{"id", "contents", ...}``) for BM25 in ``lang``.
+
+    ``reuse`` returns a current index (see :func:`index_current`) untouched and rebuilds anything else;
+    ``overwrite`` rebuilds unconditionally; with neither, an existing non-empty folder is an error."""
     corpus_dir, index_dir = Path(corpus_dir), Path(index_dir)
     s = spec(lang)
     if not corpus_dir.exists():
         raise FileNotFoundError(f"{corpus_dir}: no such collection")
     files = _corpus_files(corpus_dir)
+    if reuse and not overwrite:
+        if index_current(index_dir, corpus_dir, lang):
+            log.info("reusing %s", index_dir)
+            return index_dir
+        overwrite = True  # stale or unfinished: rebuild
     if index_dir.exists():
         if not overwrite and any(index_dir.iterdir()):
             raise FileExistsError(f"{index_dir} exists and is not empty (pass overwrite=True / --overwrite)")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._java import java_env
-from ..io import atomic_write, read_jsonl
+from ..io import atomic_write, newer, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,6 @@ def _stamp_matches(index_dir: Path, model: "DenseModel") -> bool:
         return json.loads((index_dir / STAMP).read_text()) == model_fingerprint(model.path)
     except (OSError, json.JSONDecodeError):
         return False
-
-
-def newer(output: Path, source: Path) -> bool:
-    return output.is_file() and source.is_file() and output.stat().st_mtime_ns >= source.stat().st_mtime_ns
 
 
 def encode_corpus(model: DenseModel, corpus_dir, index_dir, force: bool = False) -> Path:
