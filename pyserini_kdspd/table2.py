@@ -183,7 +183,9 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
             log_file = s.root / "models" / f"{folder}.train.log"
             log_file.parent.mkdir(parents=True, exist_ok=True)
             print(f"[train] {label}: {' '.join(cmd)}\n        log: {log_file}", flush=True)
-            f = open(log_file, "w", encoding="utf-8")
+            f = open(log_file, "a", encoding="utf-8")  # a reused or resumed run keeps the earlier log
+            f.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+            f.flush()
             jobs[label] = (subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), f, target, log_file)
             if s.threads < 2:
                 jobs[label][0].wait()

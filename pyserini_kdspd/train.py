@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from .distill import (DevEvaluator, DistillationTrainer, KDEncoderLoss, MSELoss, Teacher, TrainingArguments,
-                          is_complete, latest_checkpoint, load_bitexts, markdown_table)
+                          is_complete, latest_checkpoint, load_bitexts)
     from .distill.trainer import LOG_NAME, set_seed
     from .models import model_settings, resolve_model
     from .paths import data_dir
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume or reached or latest_checkpoint(output) is None:
             print(f"{output} already holds a complete run ({steps} steps, {minutes:.1f} min; see "
                   f"{output / LOG_NAME}); reusing it (--force retrains, --resume with a larger budget extends)")
+            _print_dev(done)
             return 0
         print(f"{output}: extending the finished run ({steps} steps, {minutes:.1f} min) to the new budget", flush=True)
     if args.force and output.exists() and not args.resume:
@@ -150,10 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     log = trainer.train(resume=args.resume)
     print(f"saved {output} ({log['steps']} steps, {log['seconds_per_step']:.2f} s/step, "
           f"peak RSS {log['peak_rss_mb']:.0f} MB, teacher targets computed: {log['targets_computed']})")
-    if log["dev"]:
-        before = log["dev"][0]["results"] if len(log["dev"]) > 1 and log["dev"][0]["step"] == 0 else None
-        print(markdown_table(log["dev"][-1]["results"], before))
+    _print_dev(log)
     return 0
+
+
+def _print_dev(log: dict) -> None:
+    """The FLORES dev table of a training log: first evaluation -> last."""
+    from .distill import markdown_table
+
+    dev = log.get("dev") or []
+    if dev:
+        before = dev[0]["results"] if len(dev) > 1 and dev[0]["step"] == 0 else None
+        print(f"FLORES-200 devtest at step {dev[-1]['step']}:")
+        print(markdown_table(dev[-1]["results"], before), flush=True)
 
 
 if __name__ == "__main__":

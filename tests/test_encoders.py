@@ -142,3 +142,12 @@ def test_auto_encoder_fast_path_gives_pyserinis_vectors(shared_data):
     got = fast.encode(texts, max_length=256)
     want = np.concatenate([stock.encode(texts[i:i + 16], max_length=256) for i in range(0, len(texts), 16)])
     np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_driver_reads_the_dimension_of_a_student_without_projection(student_dir):
+    from pyserini_kdspd.search.dense import DenseModel
+    from pyserini_kdspd.spd import StudentConfig
+
+    assert StudentConfig.load(student_dir).output_dim is None  # teacher and encoder are both 384-d
+    model = DenseModel.from_name("kdspd", str(student_dir))
+    assert model.kind == "kdspd" and model.dimension == 384

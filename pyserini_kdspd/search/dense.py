@@ -73,7 +73,7 @@ class DenseModel:
             from ..spd import StudentConfig
 
             cfg = StudentConfig.load(name)
-            return cls(label, str(name), kind="kdspd", dimension=int(cfg.output_dim), **overrides)
+            return cls(label, str(name), kind="kdspd", dimension=cfg.dimension(name), **overrides)
         path = resolve_model(name)
         s = model_settings(name)
         from transformers import AutoConfig

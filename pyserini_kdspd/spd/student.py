@@ -127,6 +127,17 @@ class StudentConfig:
         os.replace(tmp, path)
         return path
 
+    def dimension(self, folder: str | os.PathLike) -> int:
+        """Size of the document vectors a saved student in ``folder`` writes (``output_dim`` is None when the
+        teacher's size already equals the encoder's hidden size, which then lives in ``encoder/config.json``)."""
+        if self.output_dim:
+            return int(self.output_dim)
+        cfg = Path(folder) / ENCODER_SUBDIR / "config.json"
+        try:
+            return int(json.loads(cfg.read_text(encoding="utf-8"))["hidden_size"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{cfg}: cannot read the encoder's hidden_size ({e})") from e
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "StudentConfig":
         path = Path(path)
