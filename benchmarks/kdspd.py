@@ -75,15 +75,18 @@ def throughput(student, texts, langs, batch_size: int, precision: str) -> tuple[
     return len(texts) / dt, student_flops(student, padded_widths(student, texts, batch_size)) / dt / 1e9
 
 
-def stock_encode_seconds(model_dir: Path, corpus: Path, batch_size: int) -> float:
+def stock_encode_seconds(model_dir: Path, corpus: Path, batch_size: int, dimension: int) -> float:
     from pyserini_kdspd._java import java_env
 
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pyserini.encode", "input", "--corpus", str(corpus), "--fields", "text", "lang",
                "output", "--embeddings", tmp, "--to-faiss", "encoder", "--encoder", str(model_dir),
-               "--fields", "text", "lang", "--batch-size", str(batch_size), "--device", "cpu"]
+               "--fields", "text", "lang", "--batch-size", str(batch_size), "--dimension", str(dimension),
+               "--device", "cpu"]
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, env=java_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, env=java_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"stock pyserini.encode failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
         return time.perf_counter() - t0
 
 
@@ -136,6 +139,18 @@ def pct(xs, p):
     return float(np.percentile(np.asarray(xs), p))
 
 
+class Rows(list):
+    """Table rows, each printed the moment it is measured."""
+
+    def append(self, row) -> None:
+        super().append(row)
+        print(f"| {row[0]} | {row[1]} | {row[2]} |", flush=True)
+
+    def extend(self, rows) -> None:
+        for r in rows:
+            self.append(r)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=ROOT / "models/kdspd", help="trained KD-SPD folder")
@@ -169,27 +184,30 @@ def main(argv=None) -> int:
                    spd.encoder, spd.tokenizer).eval()
     precisions = (["fp32"] + (["bf16"] if bf16_supported() else []) if a.precisions == "auto"
                   else [x.strip() for x in a.precisions.split(",") if x.strip()])
-    rows = [("machine", f"{torch.get_num_threads()} threads, native bf16: {bf16_supported()}", "")]
+    print(f"\n{len(texts)} LAReQA sentences, batch {a.batch_size}, length-sorted; model {a.model}\n")
+    print("| benchmark | value | note |\n|---|---:|---|", flush=True)
+    rows = Rows()  # printed as they come: a late failure keeps what was measured
+    rows.append(("machine", f"{torch.get_num_threads()} threads, native bf16: {bf16_supported()}", ""))
     peaks = {prec: matmul_peak(prec) for prec in precisions}
     for prec, g in peaks.items():
         rows.append((f"matmul peak {prec} (2048^2)", f"{g:.0f} GFLOP/s", ""))
     for prec in precisions:
         r_mean, g_mean = throughput(mean, texts, langs, a.batch_size, prec)
         r_spd, g_spd = throughput(spd, texts, langs, a.batch_size, prec)
-        rows += [
+        rows.extend([
             (f"encoder alone, mean pooling, {prec}", f"{r_mean:.1f} sentences/s",
              f"{g_mean:.0f} GFLOP/s = {g_mean / peaks[prec]:.0%} of peak"),
             (f"KD-SPD (l={spd.config.prompt_length}, N={spd.config.decoder_layers}), {prec}",
              f"{r_spd:.1f} sentences/s", f"{g_spd:.0f} GFLOP/s = {g_spd / peaks[prec]:.0%} of peak"),
             (f"KD-SPD / encoder alone, {prec}", f"{r_spd / r_mean:.2f}x", "target >= 0.85x"),
-        ]
+        ])
     if a.stock:
-        sec = stock_encode_seconds(a.model, a.corpus.parent, 512)
+        sec = stock_encode_seconds(a.model, a.corpus.parent, 512, spd.output_dim)
         rows.append(("stock pyserini.encode --batch-size 512 (incl. start-up)", f"{len(records) / sec:.1f} sentences/s",
                      f"{sec:.0f} s for {len(records)} sentences"))
     if a.bf16_map:
         m32, m16 = bf16_map_delta(a.model, spd, texts, langs, docids, a.topics, a.qrels)
-        rows.append(("MAP fp32 index vs bf16 index", f"{m32:.4f} vs {m16:.4f}", f"|delta| {abs(m32 - m16):.4f}"))
+        rows.append(("MAP fp32 index vs bf16 index", f"{m32:.4f} vs {m16:.4f}", f"abs. difference {abs(m32 - m16):.4f}"))
     for label, folder in (("KD-SPD", a.model), ("KD-Encoder", a.kd_encoder)):
         log_file = folder / "training_log.json"
         if log_file.is_file():
@@ -204,10 +222,6 @@ def main(argv=None) -> int:
         rows.append(("query encode (teacher) p50 / p95", f"{pct(enc, 50):.1f} / {pct(enc, 95):.1f} ms", ""))
         rows.append(("query encode + FAISS search top-100 p50 / p95", f"{pct(tot, 50):.1f} / {pct(tot, 95):.1f} ms",
                      f"flat IP index, {a.index}"))
-    print(f"\n{len(texts)} LAReQA sentences, batch {a.batch_size}, length-sorted; model {a.model}\n")
-    print("| benchmark | value | note |\n|---|---:|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} |")
     return 0
 
 

@@ -189,11 +189,14 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
             jobs[label] = (subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), f, target, log_file)
             if s.threads < 2:
                 jobs[label][0].wait()
+        last = time.monotonic()
         while any(p.poll() is None for p, *_ in jobs.values()):
-            time.sleep(60)
-            for label, (p, _, _, log_file) in jobs.items():
-                if p.poll() is None:
-                    print(f"[train] {label}: {_last_progress(log_file)}", flush=True)
+            time.sleep(1)  # a reused model returns in seconds; progress is printed once a minute
+            if time.monotonic() - last >= 60:
+                last = time.monotonic()
+                for label, (p, _, _, log_file) in jobs.items():
+                    if p.poll() is None:
+                        print(f"[train] {label}: {_last_progress(log_file)}", flush=True)
         for label, (p, f, _, log_file) in jobs.items():
             f.close()
             if p.returncode != 0:
@@ -272,7 +275,7 @@ def bm25_rows(col: Collection, s: Settings, st: Stages) -> dict[str, Path]:
                                           threads=s.threads, overwrite=s.force, reuse=True)
                    for lang, d in sorted(col.by_lang.items())}
     for label, slug, make in translators(col, s):
-        with st(f"{col.name}: BM25 with {label} query translation, {len(indexes)} languages"):
+        with st(f"{col.name}: BM25 per language ({len(indexes)}), queries: {label}"):
             lang_runs = {}
             for lang, index in indexes.items():
                 out = runs_dir / "by-lang" / f"bm25-{slug}.{lang}.txt"
