@@ -73,6 +73,9 @@ class DenseModel:
             from ..spd import StudentConfig
 
             cfg = StudentConfig.load(name)
+            # A KD-SPD encoder length-sorts whatever pyserini.encode hands it into sub-batches of 64, so a
+            # large --batch-size only widens the sort: 4096 encoded LAReQA in 122 s against 146 s at 512.
+            overrides = {"doc_batch_size": 4096, **overrides}
             return cls(label, str(name), kind="kdspd", dimension=cfg.dimension(name), **overrides)
         path = resolve_model(name)
         s = model_settings(name)
