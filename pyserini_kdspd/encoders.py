@@ -117,20 +117,12 @@ def teacher_query_settings(config) -> dict:
     }
 
 
-def _hidden_size(folder: Path) -> int | None:
-    import json
-
-    try:
-        return int(json.loads((folder / "config.json").read_text())["hidden_size"])
-    except (OSError, KeyError, ValueError):
-        return None
-
-
 class KdspdQueryEncoder(_query_encoder_base()):
     """The teacher's own query encoder, as Pyserini would build it for the teacher itself."""
 
     def __init__(self, encoder_dir="kdspd", device="cpu", **ignored):
         from .spd import StudentConfig
+        from .spd.student import hidden_size
 
         path = resolve_kdspd_model(encoder_dir)
         config = StudentConfig.load(str(path))
@@ -140,7 +132,7 @@ class KdspdQueryEncoder(_query_encoder_base()):
                                     f"encoder) is missing; the folder is incomplete")
         s = teacher_query_settings(config)
         self.settings = s
-        self.dimension = _hidden_size(qdir)
+        self.dimension = hidden_size(qdir)
         cls = _query_class(s["encoder_class"])
         kwargs = dict(encoder_dir=str(qdir), device=_device(device))
         if issubclass(cls, _query_class("auto")):

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Union
 
-from ..io import FormatError, Run, read_jsonl, read_topics, write_jsonl, write_run
+from ..io import FormatError, Run, newer, read_jsonl, read_topics, write_jsonl, write_run
 from .analyzers import analyze, spec, whitespace_analyzer
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,8 @@ def index_current(index_dir, corpus_dir, lang: str) -> bool:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except ValueError:
         return False
-    built = meta_file.stat().st_mtime_ns
     return (meta.get("lang") == lang and meta.get("analyzer") == spec(lang).java
-            and all(f.stat().st_mtime_ns <= built for f in _corpus_files(Path(corpus_dir))))
+            and all(newer(meta_file, f) for f in _corpus_files(Path(corpus_dir))))
 
 
 def build_index(corpus_dir, index_dir, lang: str, threads: int = 2, overwrite: bool = False,

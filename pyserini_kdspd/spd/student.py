@@ -52,6 +52,14 @@ DEFAULT_LAYERS = {"spd": 6, "utspd": 12, "mean": 0}
 DEFAULT_LANGUAGES = ["en", "ar", "de", "el", "es", "fr", "hi", "id", "it", "pt", "ru", "th", "tr", "vi", "zh"]
 
 
+def hidden_size(folder: str | os.PathLike) -> int | None:
+    """``hidden_size`` from a Hugging Face folder's ``config.json``; None when absent or unreadable."""
+    try:
+        return int(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))["hidden_size"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 @dataclass
 class StudentConfig:
     """Everything needed to rebuild a student (saved as ``kdspd_config.json``).
@@ -132,11 +140,10 @@ class StudentConfig:
         teacher's size already equals the encoder's hidden size, which then lives in ``encoder/config.json``)."""
         if self.output_dim:
             return int(self.output_dim)
-        cfg = Path(folder) / ENCODER_SUBDIR / "config.json"
-        try:
-            return int(json.loads(cfg.read_text(encoding="utf-8"))["hidden_size"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{cfg}: cannot read the encoder's hidden_size ({e})") from e
+        d = hidden_size(Path(folder) / ENCODER_SUBDIR)
+        if d is None:
+            raise ValueError(f"{Path(folder) / ENCODER_SUBDIR / 'config.json'}: cannot read the encoder's hidden_size")
+        return d
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "StudentConfig":
