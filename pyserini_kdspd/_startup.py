@@ -1,11 +1,12 @@
-"""Interpreter start-up hook (run by ``pyserini_kdspd.pth``): make stock Pyserini work here.
+"""Interpreter start-up hook (run by ``pyserini_kdspd.pth``): make stock Pyserini run here, and add ``kdspd``.
 
-It costs nothing until Pyserini is imported. Then, before ``pyserini`` runs, it
-sets the dummy ``OPENAI_API_KEY`` Pyserini 1.6.0 needs; before
-``pyserini.pyclass`` runs, it starts a suitable JVM (see ``_java``); after
-``pyserini.encode`` has run, it registers the ``kdspd`` encoders so that
-``python -m pyserini.encode`` and ``python -m pyserini.search.faiss`` accept a
-KD-SPD model folder. Any failure here is reported, never raised at start-up.
+It costs nothing until Pyserini is imported, and it changes no Pyserini object.
+Before ``pyserini`` runs it sets the dummy ``OPENAI_API_KEY`` Pyserini 1.6.0 needs
+and exports a Java >= 21 (``JAVA_HOME``, ``PATH``) for the ``java`` subprocesses
+Pyserini runs; before ``jnius`` loads it configures the JVM (see ``_java``); after
+``pyserini.encode`` has run it adds the ``kdspd`` entries to Pyserini's two encoder
+maps (``encoders.register``). That list is the whole of what the plugin adds.
+Any failure here is reported, never raised at start-up.
 """
 from __future__ import annotations
 
@@ -33,22 +34,13 @@ def _before_pyclass():
 
 
 def _after_encode():
-    mod = sys.modules.get("pyserini_kdspd.encoders")
-    if mod is not None and not getattr(mod, "READY", False):
-        return  # our encoders module is itself importing pyserini.encode; it registers when done
-    from .encoders import register
-
-    register()
-
-
-def _after_faiss_searcher():
-    from .encoders import guard_faiss_dimension
-
-    guard_faiss_dimension()
+    # When our encoders module is what imported pyserini.encode, it registers itself when it is done.
+    if "pyserini_kdspd.encoders" not in sys.modules:
+        from . import encoders  # noqa: F401  (registers on import)
 
 
 _BEFORE = {"pyserini": _before_pyserini, "pyserini.pyclass": _before_pyclass, "jnius": _before_jnius}
-_AFTER = {"pyserini.encode": _after_encode, "pyserini.search.faiss._searcher": _after_faiss_searcher}
+_AFTER = {"pyserini.encode": _after_encode}
 
 
 class _Loader(importlib.abc.Loader):
@@ -83,13 +75,11 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Idempotent; also applies the actions at once to Pyserini modules already imported."""
+    """Idempotent; registers at once when ``pyserini.encode`` was imported before us."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
     if "pyserini.encode" in sys.modules:
         _after_encode()
-    if "pyserini.search.faiss._searcher" in sys.modules:
-        _after_faiss_searcher()
 
 
 try:

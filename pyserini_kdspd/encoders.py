@@ -1,4 +1,4 @@
-"""Pyserini encoders for KD-SPD, registered as ``kdspd`` with the stock CLIs.
+"""Pyserini encoders for KD-SPD, added to the stock CLIs' encoder maps as ``kdspd``.
 
 The document side is the distilled multilingual student; the query side is the
 English teacher's own query encoder (paper section 3.3), rebuilt from the
@@ -9,23 +9,25 @@ so the folder alone serves both sides:
         output --embeddings I --to-faiss encoder --encoder models/kdspd --fields text lang
     python -m pyserini.search.faiss --index I --topics T.tsv --encoder models/kdspd --output run.txt
 
-Pyserini picks encoder classes by substring of the model name, so a folder named
-``kdspd-ance`` would fall to ANCE and one named ``my-student`` to the Auto
-encoder. ``register()`` therefore puts ``kdspd`` first and also wraps every
-other class so that any folder holding a ``kdspd_config.json`` reaches us.
+Pyserini picks an encoder class by the first key of its map that occurs in the
+model name, or by ``--encoder-class``. ``register()`` adds ``kdspd`` as the
+first key of both maps and touches nothing else, so a KD-SPD folder is reached
+by ``--encoder kdspd`` (the default folder), by any path containing ``kdspd``,
+or by any folder with ``--encoder-class kdspd``.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
+from .spd.student import CONFIG_NAME, QUERY_ENCODER_DIR
+
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "kdspd_config.json"
-QUERY_ENCODER_DIR = "query_encoder"
 DEFAULT_MODEL_DIR = Path("models") / "kdspd"
 
 
@@ -51,8 +53,10 @@ def resolve_kdspd_model(name: str | os.PathLike) -> Path:
             f"  python -m pyserini_kdspd.train --student spd --output {default}\n"
             f"or pass the folder of a trained model (or set PYSERINI_KDSPD_MODEL).")
     raise FileNotFoundError(
-        f"{name!r} is not a KD-SPD model folder (no {CONFIG_NAME}); train one with "
-        f"`python -m pyserini_kdspd.train` or pass the folder it wrote")
+        f"{name!r} is not a KD-SPD model folder (no {CONFIG_NAME}). Pyserini chose the kdspd encoder "
+        f"because the name contains 'kdspd' (or --encoder-class kdspd was given): pass the folder a "
+        f"`python -m pyserini_kdspd.train` run wrote, or name Pyserini's class with --encoder-class "
+        f"(for example auto) for another model")
 
 
 def _device(device) -> str:
@@ -73,48 +77,73 @@ def _query_encoder_base():
     return QueryEncoder
 
 
+_LANG_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+def document_fields(texts, langs=None) -> tuple[list[str], list[str | None] | None]:
+    """The ``texts`` and ``langs`` Pyserini hands over, checked before anything is encoded.
+
+    Pyserini gives ``None`` for an empty field: an empty text is encoded by the documented rule
+    (the passage prefix alone, like any empty string), an empty ``lang`` means language ID. A
+    ``lang`` that is no language code is an error: it is what Pyserini makes of a document that
+    has only ``contents`` when ``--fields text lang`` is asked for (it splits contents at newlines).
+    """
+    texts = ["" if t is None else t for t in texts]
+    if langs is None:
+        return texts, None
+    langs = [None if not lang or not str(lang).strip() else str(lang).strip() for lang in langs]
+    for text, lang in zip(texts, langs):
+        if lang is not None and not _LANG_CODE.match(lang):
+            raise ValueError(
+                f"lang field {lang[:60]!r} (document text {text[:60]!r}) is not a language code. Pyserini "
+                f"splits the `contents` of a document without `text`/`lang` fields at each newline, so its "
+                f"second line becomes `lang`: give every document `text` and `lang` fields (`lang` may be "
+                f"empty: language ID), or encode an untagged corpus with `--fields text` on both sides")
+    return texts, langs
+
+
 class KdspdDocumentEncoder(_document_encoder_base()):
     """The distilled student behind Pyserini's ``DocumentEncoder.encode(texts, **kwargs)`` contract.
 
     Pyserini's ``--pooling/--l2-norm/--prefix`` flags do not apply: the model
     folder's config fixes them. ``langs`` (from ``--fields text lang``) selects
     each document's language prompt; without it the packaged language-ID model
-    tags each document. Batches are length-sorted and run in bf16 where the
-    CPU supports it, so a large ``--batch-size`` (e.g. 1024) pays off.
+    tags each document. Each ``--batch-size`` chunk runs in length-sorted sub-batches,
+    so a large ``--batch-size`` (e.g. 1024) pays off. Pyserini has no flags for
+    precision, sub-batch size or threads: they come from :func:`pyserini_kdspd.runtime.resolve`
+    (``PYSERINI_KDSPD_PRECISION``, ``PYSERINI_KDSPD_BATCH_SIZE``, ``PYSERINI_KDSPD_THREADS``).
     """
 
     def __init__(self, model_name="kdspd", device="cpu", batch_size: int | None = None,
-                 precision: str = "auto", **ignored):
+                 precision: str | None = None, **ignored):
+        from .runtime import resolve
         from .spd import Student
 
         self.path = resolve_kdspd_model(model_name)
         self.device = _device(device)
         self.model = Student.from_pretrained(str(self.path), device=self.device)
         self.model.eval()
-        self.batch_size = int(batch_size or os.environ.get("PYSERINI_KDSPD_SUBBATCH", 64))
-        self.precision = precision
+        self.settings = resolve(self.model.config.to_dict(), batch_size=batch_size, precision=precision)
+        self.settings.apply_threads()
         self.dimension = int(self.model.output_dim)
 
     def encode(self, texts, langs=None, titles=None, max_length=None, **kwargs):
+        texts, langs = document_fields(texts, langs)
         if titles is not None:
             texts = [f"{t} {x}".strip() for t, x in zip(titles, texts)]
-        limit = self.model.config.max_length
+        limit = self.settings.max_length
         if max_length:  # Pyserini always passes its own default (256); never exceed the trained length
             limit = min(int(max_length), limit)
-        return self.model.encode(list(texts), langs=list(langs) if langs is not None else None,
-                                 batch_size=self.batch_size, max_length=limit, precision=self.precision)
+        return self.model.encode(texts, langs=langs,
+                                 batch_size=self.settings.batch_size, max_length=limit,
+                                 precision=self.settings.precision)
 
 
 def teacher_query_settings(config) -> dict:
-    """Normalise the teacher settings the trainer saved (class, pooling, l2 norm, query prefix)."""
+    """The teacher's query side as the trainer saved it (``Teacher.query_settings``)."""
     t = dict(getattr(config, "teacher", None) or {})
-    return {
-        "encoder_class": t.get("encoder_class") or t.get("class") or "auto",
-        "pooling": t.get("pooling", "mean"),
-        "l2_norm": bool(t.get("l2_norm", True)),
-        "prefix": t.get("query_prefix", t.get("prefix")) or None,
-        "name": t.get("name"),
-    }
+    return {"encoder_class": t.get("encoder_class") or "auto", "pooling": t.get("pooling", "mean"),
+            "l2_norm": bool(t.get("l2_norm", True)), "prefix": t.get("query_prefix") or None}
 
 
 class KdspdQueryEncoder(_query_encoder_base()):
@@ -151,134 +180,31 @@ class KdspdQueryEncoder(_query_encoder_base()):
 
 
 # ------------------------------------------------------------------ registration
-_ORIGINAL_QUERY_CLASSES: dict = {}
-
-
 def _query_class(name: str):
     """Pyserini's own query encoder class, by class name (``AnceQueryEncoder``) or map key (``ance``)."""
     import pyserini.encode as pe
 
-    cls = getattr(pe, name, None) if name.endswith("QueryEncoder") else None
-    cls = cls or _ORIGINAL_QUERY_CLASSES.get(name) or pe.query_encoder_class_map.get(name)
-    if cls is None or cls is KdspdQueryEncoder:
-        cls = pe.AutoQueryEncoder
-    return getattr(cls, "_kdspd_original", cls)
-
-
-def _routed(cls, kdspd_cls):
-    """A subclass of ``cls`` whose construction yields ``kdspd_cls`` when given a KD-SPD folder."""
-    if cls is None or getattr(cls, "_kdspd_original", None) is not None:
-        return cls
-
-    def __new__(klass, *args, **kwargs):
-        name = kwargs.get("model_name") or kwargs.get("encoder_dir") or (args[0] if args else None)
-        if is_kdspd_folder(name) or str(name).strip().lower() == "kdspd":
-            return kdspd_cls(*args, **kwargs)
-        return super(routed, klass).__new__(klass)
-
-    body = {"__new__": __new__, "_kdspd_original": cls, "__module__": cls.__module__, "__doc__": cls.__doc__}
-    if cls.__name__ == "AutoDocumentEncoder":
-        body["encode"] = _length_sorted(cls.encode)
-    routed = type(cls.__name__, (cls,), body)
-    return routed
-
-
-SUB_BATCH = 64
-
-
-def _length_sorted(encode):
-    """Pyserini's own ``encode``, run without autograd on length-sorted sub-batches.
-
-    Same pooling and masking, so the same vectors (to float rounding), but padding
-    stays short and no graph is kept: ``pyserini.encode --batch-size 512`` with the
-    Auto encoder then runs several times faster on CPU (see benchmarks/).
-    """
-    import functools
-
-    @functools.wraps(encode)
-    def fast(self, texts, titles=None, max_length=256, add_sep=False, **kwargs):
-        import torch
-
-        texts = list(texts)
-        with torch.inference_mode():
-            if len(texts) <= SUB_BATCH:
-                return encode(self, texts, titles=titles, max_length=max_length, add_sep=add_sep, **kwargs)
-            lengths = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length,
-                                     return_length=True)["length"]
-            order = np.argsort(lengths, kind="stable")
-            out = None
-            for start in range(0, len(order), SUB_BATCH):
-                idx = order[start:start + SUB_BATCH]
-                part = encode(self, [texts[i] for i in idx],
-                              titles=[titles[i] for i in idx] if titles is not None else None,
-                              max_length=max_length, add_sep=add_sep, **kwargs)
-                if out is None:
-                    out = np.empty((len(texts), part.shape[1]), dtype=part.dtype)
-                out[idx] = part
-            return out
-
-    return fast
-
-
-def _claiming(kdspd_cls, others: dict, auto):
-    """The ``kdspd`` map entry: claims KD-SPD folders and the bare name ``kdspd``; any other name
-    that merely contains "kdspd" continues Pyserini's own substring search, as if we were absent."""
-
-    def __new__(klass, *args, **kwargs):
-        name = kwargs.get("model_name") or kwargs.get("encoder_dir") or (args[0] if args else None)
-        if is_kdspd_folder(name) or str(name).strip().lower() == "kdspd":
-            return kdspd_cls(*args, **kwargs)
-        for key, cls in others.items():
-            if cls is not None and key in str(name).lower():
-                return cls(*args, **kwargs)
-        log.warning("%s is not a KD-SPD folder; using Pyserini's %s with its defaults (pass "
-                    "--encoder-class auto to set pooling, normalisation and prefix)", name, auto.__name__)
-        return auto(*args, **kwargs)
-
-    return type(f"{kdspd_cls.__name__}Claim", (), {"__new__": __new__, "__doc__": _claiming.__doc__})
+    cls = getattr(pe, name, None) if name.endswith("QueryEncoder") else pe.query_encoder_class_map.get(name)
+    return pe.AutoQueryEncoder if cls is None or cls is KdspdQueryEncoder else cls
 
 
 def register() -> None:
-    """Make ``kdspd`` (and any KD-SPD folder) usable by ``pyserini.encode`` and ``pyserini.search.faiss``."""
+    """Add ``kdspd`` as the first key of Pyserini's document and query encoder maps (idempotent).
+
+    First, because Pyserini takes the first key that occurs in the model name: a
+    path such as ``models/kdspd-mdpr`` must not fall to ``dpr``. The maps keep
+    every one of Pyserini's own entries, in order, with the same classes.
+    """
     import pyserini.encode as pe
 
-    if getattr(pe, "_kdspd_registered", False):
-        return
     for mapping, ours in ((pe.document_encoder_class_map, KdspdDocumentEncoder),
                           (pe.query_encoder_class_map, KdspdQueryEncoder)):
-        if mapping is pe.query_encoder_class_map:
-            _ORIGINAL_QUERY_CLASSES.update({k: v for k, v in mapping.items() if v is not None})
-        auto = _routed(pe.AutoDocumentEncoder if ours is KdspdDocumentEncoder else pe.AutoQueryEncoder, ours)
-        routed = {k: _routed(v, ours) for k, v in mapping.items() if k != "kdspd"}
+        if mapping.get("kdspd") is ours and next(iter(mapping)) == "kdspd":
+            continue
+        theirs = [(k, v) for k, v in mapping.items() if k != "kdspd"]
         mapping.clear()
-        mapping["kdspd"] = _claiming(ours, routed, auto)  # first, so it wins Pyserini's substring match
-        mapping.update(routed)
-        if ours is KdspdDocumentEncoder:
-            pe.AutoDocumentEncoder = auto
-        else:
-            pe.AutoQueryEncoder = auto
-    pe._kdspd_registered = True
-
-
-def guard_faiss_dimension() -> None:
-    """Make FaissSearcher fail clearly (not with a FAISS assertion) when a KD-SPD query side
-    and an index built by another model disagree in dimension."""
-    from pyserini.search.faiss import _searcher
-
-    original = _searcher.FaissSearcher.__init__
-    if getattr(original, "_kdspd_guard", False):
-        return
-
-    def __init__(self, index_dir, query_encoder, *args, **kwargs):
-        original(self, index_dir, query_encoder, *args, **kwargs)
-        qdim = getattr(self.query_encoder, "dimension", None)
-        if isinstance(self.query_encoder, KdspdQueryEncoder) and qdim and qdim != self.dimension:
-            raise ValueError(f"{index_dir}: index vectors have dimension {self.dimension}, but the KD-SPD "
-                             f"query encoder produces {qdim}: the index was built with another model")
-
-    __init__._kdspd_guard = True
-    _searcher.FaissSearcher.__init__ = __init__
+        mapping["kdspd"] = ours
+        mapping.update(theirs)
 
 
 register()  # pyserini.encode is loaded by now (our base classes come from it)
-READY = True

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .io import FormatError, Qrels, Run, atomic_write, read_qrels, read_run
+from ._cli import run_cli
+from .io import Qrels, Run, atomic_write, check_scores, output_file, ranked, read_qrels, read_run
 
 DEFAULT_METRICS = ("map", "ndcg_cut_10", "P_10", "recip_rank", "recall_100")
 METRIC_LABELS = {
@@ -65,23 +66,16 @@ class Evaluation:
         return len(self.per_query)
 
 
-def _trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:
-    # trec_eval sorts by score descending and breaks ties by docid descending.
-    return sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
-
-
 def cut(run: Mapping[str, Mapping[str, float]], depth: int | None) -> Run:
-    """Each query's top ``depth`` documents in trec_eval's order (``None``: keep all)."""
-    out: Run = {}
-    for qid, docs in run.items():
-        items = _trec_order(docs)
-        out[qid] = {d: float(s) for d, s in (items[:depth] if depth else items)}
-    return out
+    """Each query's top ``depth`` documents in trec_eval's order (:func:`~pyserini_kdspd.io.ranked`; None: all)."""
+    return {qid: {d: float(s) for d, s in ranked(docs, depth)} for qid, docs in run.items()}
 
 
 def _load_run(run, what="run") -> tuple[Run, str]:
     if isinstance(run, Mapping):
-        return {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items()}, what
+        run = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items()}
+        check_scores(run, what)  # as read_run checks a file's: NaN sorts arbitrarily, inf always first
+        return run, what
     return read_run(run), str(run)
 
 
@@ -95,7 +89,8 @@ def evaluate(run, qrels, depth: int | None = 100, metrics: Sequence[str] = DEFAU
              relevance_level: int = 1, name: str | None = None) -> Evaluation:
     """Evaluate ``run`` (dict or TREC file) against ``qrels`` (dict or TREC qrels file).
 
-    Judged queries missing from the run count as 0 on every metric: in multilingual
+    Errors name the files given as paths (and the system ``name`` for a dict run); a score
+    that is not finite is one. Judged queries missing from the run count as 0 on every metric: in multilingual
     retrieval a system that returns nothing for a query must be penalised, not
     excused, so the average is over all judged queries with at least one relevant
     document (queries without one are excluded, as trec_eval does).
@@ -106,7 +101,7 @@ def evaluate(run, qrels, depth: int | None = 100, metrics: Sequence[str] = DEFAU
 
     if depth is not None and depth < 1:
         raise ValueError(f"depth must be a positive integer or None, got {depth}")
-    run_d, run_src = _load_run(run)
+    run_d, run_src = _load_run(run, "run" if name is None else f"run {name!r}")
     qrels_d, qrels_src = _load_qrels(qrels)
     judged = {q: docs for q, docs in qrels_d.items() if any(g >= relevance_level for g in docs.values())}
     if not judged:
@@ -400,6 +395,44 @@ def _parse_marks(items: Sequence[str] | None) -> dict[str, str] | None:
     return out
 
 
+# trec_eval's names for pytrec_eval's measures (its -m takes "ndcg_cut.10", it prints "ndcg_cut_10")
+def _trec_eval_measure(metric: str) -> str:
+    base, _, k = metric.rpartition("_")
+    return f"{base}.{k}" if base and k.isdigit() else metric
+
+
+def trec_eval(run, qrels, depth: int | None = 100, metrics: Sequence[str] = DEFAULT_METRICS,
+              relevance_level: int = 1) -> dict[str, float]:
+    """Means of ``metrics`` by stock ``python -m pyserini.eval.trec_eval -c -M depth -l level``: the
+    cross-check that our figures are the ones Pyserini's users get from the command they know."""
+    import subprocess
+
+    from ._java import java_env
+
+    cmd = [sys.executable, "-m", "pyserini.eval.trec_eval", "-c", "-l", str(relevance_level)]
+    cmd += ["-M", str(depth)] if depth else []
+    for m in metrics:
+        cmd += ["-m", _trec_eval_measure(m)]
+    proc = subprocess.run(cmd + [str(qrels), str(run)], capture_output=True, text=True, env=java_env())
+    got = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "all" and parts[0] in metrics:
+            got[parts[0]] = float(parts[2])
+    if proc.returncode != 0 or set(got) != set(metrics):
+        raise RuntimeError(f"trec_eval on {run} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                           f"{proc.stderr[-2000:]}")
+    return got
+
+
+def trec_eval_disagreements(run, qrels, depth: int | None = 100, metrics: Sequence[str] = DEFAULT_METRICS,
+                            relevance_level: int = 1) -> dict[str, tuple[float, float]]:
+    """``{metric: (ours, trec_eval's)}`` where the two differ by more than trec_eval's printed rounding."""
+    ours = evaluate(run, qrels, depth=depth, metrics=metrics, relevance_level=relevance_level)
+    theirs = trec_eval(run, qrels, depth=depth, metrics=metrics, relevance_level=relevance_level)
+    return {m: (ours[m], theirs[m]) for m in metrics if abs(ours[m] - theirs[m]) > 5e-5 + 1e-9}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m pyserini_kdspd.evaluate",
@@ -418,29 +451,29 @@ def main(argv=None) -> int:
                     help="MARK=baseline pairs, e.g. '\u2020=mDPR' '\u2021=KD-Encoder' "
                          "(default: the paper's marks for baselines among the runs; give none to disable)")
     ap.add_argument("--alpha", type=float, default=0.05)
-    ap.add_argument("--per-query", type=Path, help="write per-query values to this TSV")
+    ap.add_argument("--per-query", type=output_file, help="write per-query values to this TSV")
     args = ap.parse_args(argv)
-    try:
-        qrels_paths = _parse_qrels(args.qrels)
-        collections = list(qrels_paths)
-        runs = collect_runs(args.runs, collections)
-        qrels = {c: read_qrels(p) for c, p in qrels_paths.items()}
-        evals = {name: {c: (evaluate(per[c], qrels[c], args.depth, args.metrics, args.relevance_level, name)
-                            if c in per else None) for c in collections}
-                 for name, per in runs.items()}
-        rows = evals if collections != [None] else {n: per[None] for n, per in evals.items()}
-        print(render_table(rows, args.metrics, _parse_marks(args.marks), args.format, args.alpha), end="")
-        for name, per in evals.items():
-            for c, ev in per.items():
-                if ev is not None and ev.missing:
-                    print(f"note: {name}{'' if c is None else ' on ' + c}: {len(ev.missing)} judged "
-                          f"queries absent from the run, counted as 0", file=sys.stderr)
-        if args.per_query:
-            write_per_query(args.per_query, evals, args.metrics)
-    except (FormatError, ValueError, FileNotFoundError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: _main(args))
+
+
+def _main(args) -> None:
+    """Evaluate the runs named by ``args`` and print the table."""
+    qrels_paths = _parse_qrels(args.qrels)
+    collections = list(qrels_paths)
+    runs = collect_runs(args.runs, collections)
+    # paths, not parsed dicts: each error then names the qrels file (a re-read costs milliseconds)
+    evals = {name: {c: (evaluate(per[c], qrels_paths[c], args.depth, args.metrics, args.relevance_level, name)
+                        if c in per else None) for c in collections}
+             for name, per in runs.items()}
+    rows = evals if collections != [None] else {n: per[None] for n, per in evals.items()}
+    print(render_table(rows, args.metrics, _parse_marks(args.marks), args.format, args.alpha), end="")
+    for name, per in evals.items():
+        for c, ev in per.items():
+            if ev is not None and ev.missing:
+                print(f"note: {name}{'' if c is None else ' on ' + c}: {len(ev.missing)} judged "
+                      f"queries absent from the run, counted as 0", file=sys.stderr)
+    if args.per_query:
+        write_per_query(args.per_query, evals, args.metrics)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .io import FormatError, Run, ranked, read_run, write_run
+from ._cli import run_cli
+from .io import Run, check_scores, output_file, ranked, read_run, write_run
 
 METHODS = ("rr", "minmax", "rrf")
 _CODE_WIDTH = 12
@@ -53,6 +54,7 @@ def _canonical(runs) -> list[tuple[str, Mapping[str, Mapping[str, float]]]]:
     for name, r in items:
         if not isinstance(r, Mapping):
             raise TypeError(f"run {name!r}: expected {{qid: {{docid: score}}}}, got {type(r).__name__}")
+        check_scores(r, f"run {name!r}")  # min-max would spread NaN over the whole list
     return items
 
 
@@ -161,6 +163,8 @@ def fuse(runs, method: str = "rr", depth: int | None = 100, seed: int = 0, rrf_k
         raise ValueError(f"unknown fusion method {method!r}; expected one of {METHODS}")
     if depth is not None and depth < 1:
         raise ValueError(f"depth must be a positive integer or None, got {depth}")
+    if method == "rrf" and not rrf_k > 0:  # 1 / (k + rank) with k <= -1 divides by zero or flips signs
+        raise ValueError(f"rrf_k must be positive, got {rrf_k}")
     items = _canonical(runs)
     qids = _qids(items)
     if method == "rr":
@@ -189,6 +193,13 @@ def _named_runs(items: Sequence[str]) -> dict[str, Path]:
     return out
 
 
+def _positive_int(value: str) -> int:
+    """argparse type of --depth and --rrf-k: 0 keeps nothing, and RRF's 1 / (k + rank) needs k > 0."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m pyserini_kdspd.fusion",
@@ -197,23 +208,22 @@ def main(argv=None) -> int:
                     help="TREC runs, one per language: path or name=path (name = file stem by default; "
                          "round robin's random order depends on names, not on argument order)")
     ap.add_argument("--method", choices=METHODS, default="rr")
-    ap.add_argument("--depth", type=int, default=100)
+    ap.add_argument("--depth", type=_positive_int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rrf-k", type=int, default=60)
-    ap.add_argument("--output", type=Path, required=True)
+    ap.add_argument("--rrf-k", type=_positive_int, default=60)
+    ap.add_argument("--output", type=output_file, required=True)
     ap.add_argument("--tag", default=None, help="run tag (default: fused-METHOD)")
     args = ap.parse_args(argv)
-    try:
-        named = _named_runs(args.runs)
-        runs = {name: read_run(p) for name, p in named.items()}
-        fused = fuse(runs, args.method, args.depth, args.seed, args.rrf_k)
-    except (FormatError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _main(args))
+
+
+def _main(args) -> None:
+    """Read, fuse and write the runs named by ``args``."""
+    runs = {name: read_run(p) for name, p in _named_runs(args.runs).items()}
+    fused = fuse(runs, args.method, args.depth, args.seed, args.rrf_k)
     write_run(args.output, fused, tag=args.tag or f"fused-{args.method}", depth=args.depth)
     n = sum(map(len, fused.values()))
     print(f"{args.output}: {len(fused)} queries, {n} documents ({args.method}, depth {args.depth})", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

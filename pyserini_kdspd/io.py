@@ -7,8 +7,12 @@ through a temporary file and a rename, so a killed job never leaves half a run.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import gzip
+import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -46,28 +50,70 @@ def atomic_write(path, mode: str = "w", encoding: str | None = "utf-8"):
         raise
 
 
+def output_file(value: str) -> Path:
+    """argparse ``type`` of an output file flag: a folder is refused at parsing, before any work is done."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give the path of a file to write")
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def _lines(path) -> Iterator[tuple[int, str]]:
+def text_lines(path, blank: bool = False) -> Iterator[tuple[int, str]]:
+    """Lines with their numbers (the non-blank ones unless ``blank``), without line ends, decoded as
+    UTF-8 one line at a time so that a bad byte is a :class:`FormatError` naming its line.
+
+    The one text reader of the package. A byte-order mark at the start is dropped: Windows
+    editors add one, and it would otherwise become part of the first query or document id
+    and silently unmatch it. A gzip file (by its magic bytes) is read decompressed.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise FormatError(path, None, "is a folder; expected a file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    with (gzip.open if gzipped else open)(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise FormatError(path, lineno, f"not UTF-8 (byte {raw[e.start]:#04x} at byte {e.start + 1} of the "
+                                                "line): convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
             line = line.rstrip("\n").rstrip("\r")
-            if line.strip():
+            if blank or line.strip():
                 yield lineno, line
+
+
+def read_json(path):
+    """A JSON file, decoded as :func:`text_lines` does (BOM dropped, a bad byte names its line);
+    invalid JSON is a :class:`FormatError` naming the line."""
+    text = "\n".join(line for _, line in text_lines(path, blank=True))  # blank lines kept: errors name file lines
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FormatError(path, e.lineno, f"not valid JSON ({e.msg}, column {e.colno})") from None
+
+
+def write_json(path, obj) -> None:
+    """Indented UTF-8 JSON with a final newline, written atomically: stats files, model configs, manifests
+    (whose hashes depend on these exact bytes)."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+        f.write("\n")
 
 
 # --------------------------------------------------------------------- topics
 def read_topics(path) -> dict[str, str]:
     """Pyserini's TSV topics: ``qid<TAB>text`` per line."""
     topics: dict[str, str] = {}
-    for lineno, line in _lines(path):
+    for lineno, line in text_lines(path):
         parts = line.split("\t")
         if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
             raise FormatError(path, lineno, f"expected 'qid<TAB>text', got {line[:80]!r}")
@@ -75,6 +121,8 @@ def read_topics(path) -> dict[str, str]:
         if qid in topics:
             raise FormatError(path, lineno, f"duplicate query id {qid!r}")
         topics[qid] = parts[1].strip()
+    if not topics:
+        raise FormatError(path, None, "no topics: the file is empty")
     return topics
 
 
@@ -89,7 +137,7 @@ def write_topics(path, topics: Mapping[str, str]) -> None:
 def read_qrels(path) -> Qrels:
     """TREC qrels: ``qid iter docid grade``."""
     qrels: Qrels = {}
-    for lineno, line in _lines(path):
+    for lineno, line in text_lines(path):
         parts = line.split()
         if len(parts) != 4:
             raise FormatError(path, lineno, f"expected 'qid iter docid grade', got {line[:80]!r}")
@@ -101,6 +149,8 @@ def read_qrels(path) -> Qrels:
         if docid in qrels.setdefault(qid, {}):
             raise FormatError(path, lineno, f"duplicate judgment for ({qid}, {docid})")
         qrels[qid][docid] = g
+    if not qrels:
+        raise FormatError(path, None, "no judgments: the file is empty")
     return qrels
 
 
@@ -113,9 +163,10 @@ def write_qrels(path, qrels: Mapping[str, Mapping[str, int]]) -> None:
 
 # ----------------------------------------------------------------------- runs
 def read_run(path) -> Run:
-    """TREC run: ``qid Q0 docid rank score tag``; a docid twice in one query is an error."""
+    """TREC run: ``qid Q0 docid rank score tag``; a docid twice in one query or a score that is
+    not finite is an error. An empty file is an empty run (a system that found nothing)."""
     run: Run = {}
-    for lineno, line in _lines(path):
+    for lineno, line in text_lines(path):
         parts = line.split()
         if len(parts) != 6:
             raise FormatError(path, lineno, f"expected 'qid Q0 docid rank score tag', got {line[:80]!r}")
@@ -125,11 +176,22 @@ def read_run(path) -> Run:
             s = float(score)
         except ValueError:
             raise FormatError(path, lineno, f"rank {rank!r} or score {score!r} is not a number") from None
+        if not math.isfinite(s):  # NaN sorts arbitrarily and inf always first: either would fake a ranking
+            raise FormatError(path, lineno, f"score {score!r} is not a finite number")
         docs = run.setdefault(qid, {})
         if docid in docs:
             raise FormatError(path, lineno, f"document {docid!r} ranked twice for query {qid!r}")
         docs[docid] = s
     return run
+
+
+def check_scores(run: Mapping[str, Mapping[str, float]], name: str = "run") -> None:
+    """A run given in memory must have finite scores, as :func:`read_run` requires of a file."""
+    for qid, docs in run.items():
+        for docid, score in docs.items():
+            if not math.isfinite(score):
+                raise ValueError(f"{name}: query {qid!r}, document {docid!r} has score {score}; "
+                                 "scores must be finite numbers")
 
 
 def ranked(docs: Mapping[str, float], depth: int | None = None) -> list[tuple[str, float]]:
@@ -150,14 +212,55 @@ def write_run(path, run: Mapping[str, Mapping[str, float]], tag: str = "pyserini
 
 # ---------------------------------------------------------------- collections
 def read_jsonl(path) -> Iterator[dict]:
-    for lineno, line in _lines(path):
+    for _, obj in _json_records(path):
+        yield obj
+
+
+def _json_records(path) -> Iterator[tuple[int, dict]]:
+    for lineno, line in text_lines(path):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise FormatError(path, lineno, f"not valid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise FormatError(path, lineno, "expected a JSON object")
-        yield obj
+        yield lineno, obj
+
+
+def collection_files(path) -> list[Path]:
+    """The files of a JsonCollection: one JSON-lines file, or the ``*.jsonl``/``*.json`` files of a folder."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such collection file or folder")
+    files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".json") and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{path}: no .jsonl files (expected a JsonCollection folder)")
+    return files
+
+
+def check_collection(path) -> int:
+    """Number of documents in a JsonCollection, after checking that there is at least one and that
+    their ids (Pyserini's ``id``, ``_id`` or ``docid``) are unique across its files.
+
+    Anserini and FAISS index whatever they are given: a repeated id becomes two documents
+    (a run then lists one docid twice and scoring keeps only one), and an empty collection
+    becomes an empty index that answers every query with nothing.
+    """
+    seen: set[str] = set()
+    for f in collection_files(path):
+        for lineno, rec in _json_records(f):
+            docid = rec.get("id", rec.get("_id", rec.get("docid")))
+            if docid is None:
+                raise FormatError(f, lineno, "record has no 'id'")
+            docid = str(docid)
+            if docid in seen:
+                raise FormatError(f, lineno, f"document id {docid!r} occurs twice in {path}; ids must be unique")
+            seen.add(docid)
+    if not seen:
+        raise FormatError(path, None, "the collection is empty: nothing to index")
+    return len(seen)
 
 
 def write_jsonl(path, records: Iterable[Mapping]) -> int:
@@ -173,3 +276,12 @@ def newer(output, source) -> bool:
     """True when ``output`` exists and was written no earlier than ``source``: the reuse test for derived files."""
     output, source = Path(output), Path(source)
     return output.is_file() and source.is_file() and output.stat().st_mtime_ns >= source.stat().st_mtime_ns
+
+
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks: the content identity of inputs and caches."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -16,14 +16,19 @@ CHECKOUT_ROOT = PACKAGE_ROOT.parent
 
 
 def data_dir(override: str | os.PathLike | None = None, required: bool = False) -> Path | None:
-    """The shared data folder (see ``../shared/data/README.md``), or None when there is none."""
-    candidates = [override, os.environ.get("PYSERINI_KDSPD_DATA"),
-                  Path.cwd().parent / "shared" / "data", CHECKOUT_ROOT.parent / "shared" / "data"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c).resolve()
-    if override and required:
-        raise FileNotFoundError(f"data folder {override} does not exist")
+    """The shared data folder (see ``../shared/data/README.md``), or None when there is none.
+
+    A folder named explicitly (``override``, i.e. ``--data-dir``, else ``$PYSERINI_KDSPD_DATA``)
+    must exist: falling back to another folder would silently run on data nobody asked for.
+    """
+    for given, source in ((override, "--data-dir"), (os.environ.get("PYSERINI_KDSPD_DATA"), "PYSERINI_KDSPD_DATA")):
+        if given:
+            if not Path(given).is_dir():
+                raise FileNotFoundError(f"data folder {given} (from {source}) does not exist")
+            return Path(given).resolve()
+    for c in (Path.cwd().parent / "shared" / "data", CHECKOUT_ROOT.parent / "shared" / "data"):
+        if c.is_dir():
+            return c.resolve()
     if required:
         raise FileNotFoundError(
             "No data folder: pass --data-dir, set PYSERINI_KDSPD_DATA, or put the data in ../shared/data")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import subprocess
@@ -34,6 +33,8 @@ ROW_ORDER = [
     "KD-Encoder", "KD-SPD",
 ]
 MARKS = {"†": "mDPR", "‡": "KD-Encoder"}
+SYSTEMS = ("bm25", "dense", "kd")
+COLLECTIONS = ("lareqa", "mtrec", "clef")
 
 
 @dataclass
@@ -66,8 +67,8 @@ class Settings:
     force: bool = False
     latex: bool = False
     nmt: str | None = "human"                  # "human" (LAReQA's XQuAD translations), a translations file, or an HF MT model
-    systems: tuple = ("bm25", "dense", "kd")
-    collections: tuple = ("lareqa", "mtrec", "clef")
+    systems: tuple = SYSTEMS
+    collections: tuple = COLLECTIONS
     mmarco_dir: Path | None = None             # mTREC: the user's mMARCO translations
     clef_dir: Path | None = None               # CLEF 2000-2003: the user's licensed copy
 
@@ -163,9 +164,9 @@ def _last_progress(log_file: Path) -> str:
 def train_students(s: Settings, st: Stages) -> dict[str, Path]:
     """KD-SPD and KD-Encoder on the same bitext with the same budget (teacher targets are shared).
 
-    The two runs go side by side, one thread each: on this 2-core CPU a 1-thread step
-    is 1.7x slower than a 2-thread one, so two parallel runs get more steps in the
-    same wall time than two sequential ones. Each run logs to ``models/<name>.train.log``.
+    The two runs go side by side, one thread each: on a 2-core CPU two 1-thread runs get
+    more steps in the same wall time than two sequential 2-thread ones (README: training
+    notes). Each run logs to ``models/<name>.train.log``.
     """
     jobs = {}
     with st(f"train KD-SPD and KD-Encoder side by side ({s.train_minutes:g} min budget each)"):
@@ -307,7 +308,22 @@ def table(col: Collection, rows: dict[str, Path], latex: bool = False, hits: int
     evaluations = {name: evaluate(str(path), str(col.qrels), depth=hits, relevance_level=col.relevance_level)
                    for name, path in ordered.items()}
     marks = {m: b for m, b in MARKS.items() if b in evaluations}
-    return render_table(evaluations, marks=marks, fmt="latex" if latex else "markdown")
+    return render_table(evaluations, marks=marks, fmt="latex" if latex else "markdown") + "\n\n" + \
+        trec_eval_note(col, ordered, hits)
+
+
+def trec_eval_note(col: Collection, rows: dict[str, Path], hits: int) -> str:
+    """One line saying whether stock trec_eval gives every figure of the table (it runs once per row)."""
+    from .evaluate import trec_eval_disagreements
+
+    command = f"python -m pyserini.eval.trec_eval -c -l {col.relevance_level} -M {hits}"
+    differ = {name: d for name, path in rows.items()
+              if (d := trec_eval_disagreements(path, col.qrels, depth=hits, relevance_level=col.relevance_level))}
+    if not differ:
+        return f"Every figure agrees with `{command}` on the same run files (checked row by row)."
+    log.warning("figures that differ from trec_eval: %s", differ)
+    return f"Figures that differ from `{command}` (ours, trec_eval's): " + "; ".join(
+        f"{name}: " + ", ".join(f"{m} {a:.4f} vs {b:.4f}" for m, (a, b) in d.items()) for name, d in differ.items())
 
 
 def run(s: Settings) -> int:
@@ -336,6 +352,18 @@ def run(s: Settings) -> int:
     return 0
 
 
+def _comma_list(allowed: tuple[str, ...]):
+    """argparse type of a comma list drawn from ``allowed``: a typo fails at parsing, not after the data stage."""
+    def parse(value: str) -> tuple[str, ...]:
+        items = tuple(x.strip() for x in value.split(",") if x.strip())
+        unknown = [x for x in items if x not in allowed]
+        if unknown or not items:
+            got = f"unknown {', '.join(unknown)}" if unknown else "empty"
+            raise argparse.ArgumentTypeError(f"{got}; choose from {', '.join(allowed)}")
+        return items
+    return parse
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.table2", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -353,8 +381,9 @@ def main(argv=None) -> int:
                    help="mMARCO's {arabic,chinese,russian,indonesian}_collection.tsv: adds the mTREC column")
     p.add_argument("--clef-dir", type=Path, default=None,
                    help="your CLEF 2000-2003 ad hoc copy (documents, topics, qrels): adds the CLEF column")
-    p.add_argument("--systems", default="bm25,dense,kd", help="comma list of bm25, dense, kd")
-    p.add_argument("--collections", default="lareqa,mtrec,clef",
+    p.add_argument("--systems", type=_comma_list(SYSTEMS), default="bm25,dense,kd",
+                   help="comma list of bm25, dense, kd")
+    p.add_argument("--collections", type=_comma_list(COLLECTIONS), default="lareqa,mtrec,clef",
                    help="comma list of lareqa, mtrec, clef (absent inputs are skipped with one line)")
     p.add_argument("--nmt", default="human",
                    help="whole-query translation for the NMT rows: 'human' (LAReQA: XQuAD's human translations, "
@@ -366,15 +395,16 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="redo every stage instead of reusing outputs")
     p.add_argument("--latex", action="store_true")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = Settings(mode=a.mode, root=a.output_root, data=data_dir(a.data_dir), hits=a.hits, seed=a.seed,
+    try:
+        data = data_dir(a.data_dir)
+    except FileNotFoundError as e:
+        p.error(str(e))
+    from ._cli import configure_logging
+
+    configure_logging()
+    s = Settings(mode=a.mode, root=a.output_root, data=data, hits=a.hits, seed=a.seed,
                  threads=a.threads, force=a.force, latex=a.latex, bitext=a.bitext, nmt=a.nmt,
-                 mmarco_dir=a.mmarco_dir, clef_dir=a.clef_dir,
-                 systems=tuple(x.strip() for x in a.systems.split(",") if x.strip()),
-                 collections=tuple(x.strip() for x in a.collections.split(",") if x.strip()))
-    unknown = [c for c in s.collections if c not in ("lareqa", "mtrec", "clef")]
-    if unknown:
-        p.error(f"unknown collection(s) {unknown}; choose from lareqa, mtrec, clef")
+                 mmarco_dir=a.mmarco_dir, clef_dir=a.clef_dir, systems=a.systems, collections=a.collections)
     s.train_minutes = a.train_minutes or (60.0 if a.mode == "quick" else 240.0)
     for k in ("encoder", "mdpr", "teacher"):
         if getattr(a, k):

@@ -5,19 +5,47 @@
 
 The output folder loads with ``Student.from_pretrained`` and holds the teacher as
 ``query_encoder/`` plus ``training_log.json`` (losses, dev results, seconds per step,
-peak RSS). Re-running on a complete folder reuses it unless ``--force``; ``--resume``
-continues from ``<output>/checkpoints/`` (exactly: same weights as an uninterrupted run).
+peak RSS). Re-running on a complete folder reuses it only when every setting that
+changes the weights matches (otherwise it refuses and names them; ``--force`` retrains);
+``--resume`` continues from ``<output>/checkpoints/`` (exactly: same weights as an
+uninterrupted run) and extends a finished run to a larger budget. SIGINT or SIGTERM
+stops after the current step with a checkpoint (exit 130 / 143).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
 DEFAULTS = {"spd": "mse", "utspd": "mse", "mean": "kd-encoder"}
+# Flags whose value changes the trained weights: a complete folder is reused only when all match
+# (with the bitext's languages, content and sampled rows, and the precision after the environment).
+WEIGHT_FLAGS = ("student", "encoder", "teacher", "teacher_pooling", "max_pairs_per_language", "batch_per_language",
+                "lr", "head_lr", "warmup", "schedule", "weight_decay", "max_length", "prompt_length",
+                "decoder_layers", "normalize", "freeze_embeddings", "seed")
+
+
+def _number(kind, minimum=0, allow_minimum=False):
+    """An argparse type for a finite ``kind`` above ``minimum`` (or at it): a zero budget or batch
+    used to fail with a traceback only after the models had loaded."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or value == minimum and not allow_minimum:
+            raise argparse.ArgumentTypeError(f"must be {'>=' if allow_minimum else '>'} {minimum}, got {text}")
+        return value
+    return parse
+
+
+POSITIVE_INT, POSITIVE, NATURAL = _number(int), _number(float), _number(int, allow_minimum=True)
+NONNEGATIVE = _number(float, allow_minimum=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,21 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="shared data folder (bitext/, flores200/)")
     p.add_argument("--output", required=True, help="student folder to write")
     p.add_argument("--languages", nargs="+", default=None, help="bitext languages to train on (default: all)")
-    p.add_argument("--max-pairs-per-language", type=int, default=None, help="seeded random cap per language")
-    p.add_argument("--batch-per-language", type=int, default=4, help="B: pairs per language per step (paper: 4)")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--head-lr", type=float, default=1e-3,
-                   help="learning rate of the fresh prompts/decoder/projection; 1e-3 measured P@1 en->xx 0.26 vs "
-                        "0.006 with 2e-5 after 10 CPU-minutes (use --head-lr 2e-5 for the paper's single lr)")
-    p.add_argument("--warmup", type=float, default=0.1, help="< 1: fraction of --max-steps; >= 1: steps")
+    p.add_argument("--max-pairs-per-language", type=POSITIVE_INT, default=None, help="seeded random cap per language")
+    p.add_argument("--batch-per-language", type=POSITIVE_INT, default=4, help="B: pairs per language per step (paper: 4)")
+    p.add_argument("--max-steps", type=POSITIVE_INT, default=None)
+    p.add_argument("--max-minutes", type=POSITIVE, default=None,
+                   help="wall-clock budget (the first step always runs)")
+    p.add_argument("--lr", type=POSITIVE, default=2e-5)
+    p.add_argument("--head-lr", type=POSITIVE, default=1e-3,
+                   help="learning rate of the fresh prompts/decoder/projection, which start from scratch while the "
+                        "encoder is pretrained (README: training notes; --head-lr 2e-5 gives the paper's single lr)")
+    p.add_argument("--warmup", type=NONNEGATIVE, default=0.1, help="< 1: fraction of --max-steps; >= 1: steps")
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear",
                    help="after warmup (minutes-only budgets are always constant)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--max-length", type=int, default=180, help="tokens (paper: 180)")
-    p.add_argument("--prompt-length", type=int, default=30)
-    p.add_argument("--decoder-layers", type=int, default=None, help="default: 6 for spd, 12 for utspd")
+    p.add_argument("--weight-decay", type=NONNEGATIVE, default=0.01)
+    p.add_argument("--max-length", type=_number(int, 2, True), default=180, help="tokens (paper: 180)")
+    p.add_argument("--prompt-length", type=POSITIVE_INT, default=30)
+    p.add_argument("--decoder-layers", type=POSITIVE_INT, default=None, help="default: 6 for spd, 12 for utspd")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise student outputs (default: as the teacher does; unit targets are "
                         "unreachable at lr 2e-5 from a fresh decoder's norm ~sqrt(d) otherwise)")
@@ -55,20 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: mse for spd/utspd, kd-encoder for mean")
     p.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True,
                    help="freeze the encoder's word embeddings (250k x 384 for e5-small)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto = bf16 autocast only on CPUs with native bf16")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
+                   help="student and teacher; auto = bf16 autocast only on CPUs with native bf16 (default: "
+                        "$PYSERINI_KDSPD_PRECISION, else auto)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads; 1 measured 5x faster than 2 per step on the shared 2-core box (OpenMP "
-                        "threads stall when another process holds a core); 0 = torch default")
+    p.add_argument("--threads", type=NATURAL, default=1,
+                   help="torch threads (OpenMP threads stall while another process holds a core, so side-by-side "
+                        "runs use 1 each; README: training notes); 0 = torch default")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in <output>/checkpoints up to the budget (a larger "
-                        "budget extends a finished run; a run that already reached it is reused)")
-    p.add_argument("--force", action="store_true", help="retrain even if <output> holds a complete run")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps (plus every --checkpoint-minutes)")
-    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
-    p.add_argument("--dev-every", type=int, default=0, help="steps; 0 = before and after training only")
-    p.add_argument("--dev-sentences", type=int, default=200, help="first N FLORES devtest lines per language")
+                   help="continue an interrupted run from the latest checkpoint in <output>/checkpoints up to the "
+                        "budget (a larger budget extends a finished run; a run that already reached it is reused)")
+    p.add_argument("--force", action="store_true",
+                   help="start over in <output>, discarding its run and checkpoints whatever their settings")
+    p.add_argument("--checkpoint-every", type=NATURAL, default=100, help="steps (plus every --checkpoint-minutes)")
+    p.add_argument("--checkpoint-minutes", type=POSITIVE, default=10.0)
+    p.add_argument("--dev-every", type=NATURAL, default=0, help="steps; 0 = before and after training only")
+    p.add_argument("--dev-sentences", type=POSITIVE_INT, default=200, help="first N FLORES devtest lines per language")
     p.add_argument("--no-dev", action="store_true", help="skip the FLORES-200 dev evaluation")
     p.add_argument("--flores", default=None, help="FLORES-200 devtest folder (default: <data>/flores200/devtest)")
     p.add_argument("--cache-dir", default=None, help="teacher-target cache root (default: paths.cache_dir())")
@@ -79,53 +110,127 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.max_steps is None and args.max_minutes is None:
-        print("error: give a budget: --max-steps N and/or --max-minutes M", file=sys.stderr)
+        parser.error("give a budget: --max-steps N and/or --max-minutes M")
+    output = Path(args.output)
+    blocker = next((p for p in (output, *output.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        parser.error(f"--output {output}: {blocker} is a file; give a folder for the student")
+    try:
+        return _train(args, output)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; --resume continues from the last checkpoint in {output / 'checkpoints'}, if any",
+              file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace, output: Path) -> int:
+    from .distill import Interrupted, latest_checkpoint, load_bitexts
+    from .paths import data_dir
+    from .runtime import resolve
+
+    # Inputs first: a wrong path or file ends here, before any model loads.
+    try:
+        needs_data = args.data_dir or not args.bitext or not (args.no_dev or args.flores)
+        data = data_dir(args.data_dir, required=True) if needs_data else None
+        flores = None if args.no_dev else Path(args.flores) if args.flores else data / "flores200" / "devtest"
+        if flores is not None and not flores.is_dir():
+            raise FileNotFoundError(f"{flores}: no FLORES-200 devtest folder (--flores names it, --no-dev skips dev)")
+        bitexts = load_bitexts(Path(args.bitext) if args.bitext else data / "bitext", args.languages,
+                               args.max_pairs_per_language, args.seed)
+        precision = resolve(precision=args.precision).precision
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    settings = run_settings(args, bitexts, precision)
+
+    resume = args.resume and not args.force  # --force always starts over
+    if not args.force and (stop := _rerun(args, output, settings, resume)) is not None:
+        return stop
+    if resume and latest_checkpoint(output) is None:
+        print(f"no checkpoint in {output / 'checkpoints'}: starting from scratch", flush=True)
+
+    trainer = _build_trainer(args, output, bitexts, flores, precision, settings)
+    try:
+        log = trainer.train(resume=resume)
+    except Interrupted as stop:
+        where = f"checkpoint {stop.checkpoint}; the same command with --resume continues it" if stop.checkpoint \
+            else "no step finished, nothing to resume"
+        print(f"{output}: stopped by {stop.signal_name} after step {stop.step} ({where})", file=sys.stderr)
+        return 128 + stop.signum
+    print(f"saved {output} ({log['steps']} steps, {log['seconds_per_step']:.2f} s/step, "
+          f"peak RSS {log['peak_rss_mb']:.0f} MB, teacher targets computed: {log['targets_computed']})")
+    _print_dev(log)
+    return 0
+
+
+def _rerun(args: argparse.Namespace, output: Path, settings: dict, resume: bool) -> int | None:
+    """What to do with the run already in ``output``: None trains (afresh, resumed or extended), a number exits."""
+    from .distill import is_complete, latest_checkpoint
+    from .distill.trainer import LOG_NAME
+
+    try:
+        previous = json.loads((output / LOG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no (readable) log: nothing finished here
+    differing = differing_settings(previous.get("settings"), settings)
+    ckpt = latest_checkpoint(output)
+    if not is_complete(output):
+        if ckpt is None:
+            return None  # stopped before its first checkpoint: nothing to continue
+        if differing:
+            return _refuse(output, f"an interrupted run (checkpoint {ckpt}) with other settings", differing)
+        if not resume:
+            return _refuse(output, f"an interrupted run (checkpoint {ckpt})", ["--resume continues it"])
+        return None
+    if differing:
+        return _refuse(output, "a complete run with other settings", differing)
+    steps, minutes = int(previous.get("steps", 0)), float(previous.get("elapsed_seconds", 0.0)) / 60
+    budget = {"max_steps": args.max_steps, "max_minutes": args.max_minutes}
+    done_budget = {key: previous.get("args", {}).get(key) for key in budget}
+    reached = ((args.max_steps is not None and steps >= args.max_steps)
+               or (args.max_minutes is not None and minutes >= args.max_minutes - 0.5))
+    if budget == done_budget or resume and reached:
+        print(f"{output} already holds a complete run with these settings ({steps} steps, {minutes:.1f} min; see "
+              f"{output / LOG_NAME}); reusing it (--force retrains, --resume with a larger budget extends)")
+        _print_dev(previous)
+        return 0
+    if not resume:
+        return _refuse(output, "a complete run with another budget",
+                       differing_settings(done_budget, budget) + ["--resume extends it to a larger budget"])
+    if ckpt is None:
+        return _refuse(output, "a complete run", [f"no checkpoint in {output / 'checkpoints'} to extend it from"])
+    print(f"{output}: extending the finished run ({steps} steps, {minutes:.1f} min) to the new budget", flush=True)
+    return None
+
+
+def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores: Path | None, precision: str,
+                   settings: dict):
+    """Teacher, fresh student, loss and dev set: everything that loads a model."""
     import torch
 
-    from .distill import (DevEvaluator, DistillationTrainer, KDEncoderLoss, MSELoss, Teacher, TrainingArguments,
-                          is_complete, latest_checkpoint, load_bitexts)
-    from .distill.trainer import LOG_NAME, set_seed
+    from .distill import DevEvaluator, DistillationTrainer, KDEncoderLoss, MSELoss, Teacher, TrainingArguments
+    from .distill.trainer import set_seed
     from .models import model_settings, resolve_model
-    from .paths import data_dir
     from .spd import Student, StudentConfig
 
-    output = Path(args.output)
-    if is_complete(output) and not args.force:
-        done = json.loads((output / LOG_NAME).read_text())
-        steps, minutes = int(done.get("steps", 0)), float(done.get("elapsed_seconds", 0.0)) / 60
-        reached = ((args.max_steps is not None and steps >= args.max_steps)
-                   or (args.max_minutes is not None and minutes >= args.max_minutes - 0.5))
-        if not args.resume or reached or latest_checkpoint(output) is None:
-            print(f"{output} already holds a complete run ({steps} steps, {minutes:.1f} min; see "
-                  f"{output / LOG_NAME}); reusing it (--force retrains, --resume with a larger budget extends)")
-            _print_dev(done)
-            return 0
-        print(f"{output}: extending the finished run ({steps} steps, {minutes:.1f} min) to the new budget", flush=True)
-    if args.force and output.exists() and not args.resume:
-        shutil.rmtree(output / "checkpoints", ignore_errors=True)
-        (output / LOG_NAME).unlink(missing_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-    bitext = Path(args.bitext) if args.bitext else data_dir(args.data_dir, required=True) / "bitext"
-    bitexts = load_bitexts(bitext, args.languages, args.max_pairs_per_language, args.seed)
     print(f"bitext: {', '.join(f'{l} {len(b)}' for l, b in bitexts.items())} pairs", flush=True)
-    teacher = Teacher(args.teacher, pooling=args.teacher_pooling, max_length=args.max_length)
+    teacher = Teacher(args.teacher, pooling=args.teacher_pooling, max_length=args.max_length, precision=precision)
     print(f"teacher: {teacher.name} ({teacher.path}), dim {teacher.dim}, {teacher.precision}", flush=True)
 
     normalize = bool(teacher.settings.get("l2_norm")) if args.normalize is None else args.normalize
     from transformers import AutoConfig
     hidden = AutoConfig.from_pretrained(resolve_model(args.encoder)).hidden_size
-    settings = model_settings(args.encoder)
     config = StudentConfig(encoder=args.encoder, student=args.student, prompt_length=args.prompt_length,
                            decoder_layers=args.decoder_layers, languages=["en"] + sorted(bitexts),
                            max_length=args.max_length, normalize=normalize,
-                           passage_prefix=settings.get("passage_prefix") or "", teacher=teacher.query_settings(),
-                           output_dim=None if hidden == teacher.dim else teacher.dim)
+                           passage_prefix=model_settings(args.encoder).get("passage_prefix") or "",
+                           teacher=teacher.query_settings(), output_dim=None if hidden == teacher.dim else teacher.dim)
     set_seed(args.seed)  # the fresh prompts/decoder (and projection) are initialised from the seed
     student = Student.build(config)
 
@@ -133,26 +238,61 @@ def main(argv: list[str] | None = None) -> int:
         output_dir=str(output), max_steps=args.max_steps, max_minutes=args.max_minutes, lr=args.lr, head_lr=args.head_lr,
         warmup=args.warmup, schedule=args.schedule, weight_decay=args.weight_decay,
         batch_per_language=args.batch_per_language, max_length=args.max_length, seed=args.seed,
-        precision=args.precision, freeze_embeddings=args.freeze_embeddings,
+        precision=precision, freeze_embeddings=args.freeze_embeddings,
         checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
         dev_every=args.dev_every, progress=not args.quiet)
-    loss_name = args.loss or DEFAULTS[args.student]
-    loss = (KDEncoderLoss if loss_name == "kd-encoder" else MSELoss)(args.max_length)
-    dev = None
-    if not args.no_dev:
-        flores = args.flores or (data_dir(args.data_dir, required=True) / "flores200" / "devtest")
-        dev = DevEvaluator(teacher, max_sentences=args.dev_sentences, folder=flores, cache_dir=args.cache_dir)
-    trainer = DistillationTrainer(student, teacher, bitexts, targs, loss=loss, dev=dev, cache_dir=args.cache_dir)
+    loss = (KDEncoderLoss if settings["loss"] == "kd-encoder" else MSELoss)(args.max_length)
+    dev = None if flores is None else DevEvaluator(teacher, max_sentences=args.dev_sentences, folder=flores,
+                                                    cache_dir=args.cache_dir)
+    trainer = DistillationTrainer(student, teacher, bitexts, targs, loss=loss, dev=dev, cache_dir=args.cache_dir,
+                                  settings=settings)
     if args.precompute_targets:
         for lang, cache in trainer.caches.items():
             cache.fill(bitexts[lang].rows, progress=not args.quiet)
-    if args.resume and latest_checkpoint(output) is None:
-        print(f"no checkpoint in {output / 'checkpoints'}: starting from scratch", flush=True)
-    log = trainer.train(resume=args.resume)
-    print(f"saved {output} ({log['steps']} steps, {log['seconds_per_step']:.2f} s/step, "
-          f"peak RSS {log['peak_rss_mb']:.0f} MB, teacher targets computed: {log['targets_computed']})")
-    _print_dev(log)
-    return 0
+    return trainer
+
+
+def run_settings(args: argparse.Namespace, bitexts: dict, precision: str) -> dict:
+    """Everything that changes the weights (recorded in the training log, compared by a rerun)."""
+    from .distill.bitext import texts_key
+
+    settings = {name: getattr(args, name) for name in WEIGHT_FLAGS}
+    settings.update(loss=args.loss or DEFAULTS[args.student], precision=precision, languages=sorted(bitexts),
+                    bitext={lang: "-".join([texts_key(b.english), texts_key(b.other),
+                                            hashlib.sha256(b.rows.tobytes()).hexdigest()[:20]])
+                            for lang, b in bitexts.items()})
+    return json.loads(json.dumps(settings))  # as the log will read back
+
+
+def differing_settings(recorded: dict | None, wanted: dict) -> list[str]:
+    """``--flag: recorded -> wanted`` for every setting that differs."""
+    if recorded is None:
+        return ["settings: not recorded (the run predates this check)"]
+    lines = []
+    for key in sorted(set(recorded) | set(wanted)):
+        old, new = recorded.get(key), wanted.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):  # the bitext: content hashes per language
+            changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+            if changed:
+                lines.append(f"bitext: content or sampled pairs of {', '.join(f'en-{k}.tsv' for k in changed)}")
+        else:
+            lines.append(f"--{key.replace('_', '-')}: {_show(old)} -> {_show(new)}")
+    return lines
+
+
+def _show(value) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return "(not set)" if value is None else str(value)
+
+
+def _refuse(output: Path, holds: str, reasons: list[str]) -> int:
+    print(f"error: {output} holds {holds}:\n"
+          + "".join(f"  {r}\n" for r in reasons)
+          + f"Pass --force to retrain in {output}, or choose another --output.", file=sys.stderr)
+    return 2
 
 
 def _print_dev(log: dict) -> None:

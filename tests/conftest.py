@@ -22,6 +22,33 @@ def python():
     return sys.executable
 
 
+@pytest.fixture(scope="session")
+def bitext_dir(tmp_path_factory, shared_data):
+    """Two small real bitext files (40 pairs each, every 2000th line: several sources)."""
+    folder = tmp_path_factory.mktemp("bitext")
+    for lang in ("de", "fr"):
+        lines = (shared_data / "bitext" / f"en-{lang}.tsv").read_text(encoding="utf-8").splitlines()
+        (folder / f"en-{lang}.tsv").write_text("\n".join(lines[::2000][:40]) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory, bitext_dir, python):
+    """A KD-SPD folder trained for real by the trainer CLI in two steps (MiniLM backbone and teacher,
+    one decoder layer, l = 4): cheap, and complete in every file a stock Pyserini CLI reads."""
+    import subprocess
+
+    root = tmp_path_factory.mktemp("student")
+    out = root / "kdspd-ance"  # Pyserini's substring match alone would hand "ance" to ANCE
+    proc = subprocess.run([python, "-m", "pyserini_kdspd.train", "--student", "spd", "--encoder", "all-MiniLM-L6-v2",
+                           "--teacher", "all-MiniLM-L6-v2", "--bitext", str(bitext_dir), "--output", str(out),
+                           "--max-steps", "2", "--decoder-layers", "1", "--prompt-length", "4", "--no-dev",
+                           "--cache-dir", str(root / "cache"), "--quiet"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -92,7 +92,7 @@ def test_weighted_query_ranking(tmp_path):
     water, house = analyze("νερό", "el")[0], analyze("σπίτι", "el")[0]
     run = bm25.search(idx, {"w": {water: 1.0, house: 0.1}, "h": {water: 0.1, house: 1.0}}, "el", k=4)
     by = {q: sorted(d, key=lambda x: -d[x]) for q, d in run.items()}
-    assert by["w"][:2] == ["el-0", "el-2"] or by["w"][0] == "el-2"
+    assert set(by["w"][:2]) == {"el-0", "el-2"}  # the two with water
     assert by["w"].index("el-0") < by["w"].index("el-1")
     assert by["h"].index("el-1") < by["h"].index("el-0")
     assert "el-3" not in run["w"]
@@ -103,7 +103,8 @@ def test_weighted_query_ranking(tmp_path):
     # A text query equals its bag of words with unit weights.
     text = bm25.search(idx, {"t": "νερό σπίτι"}, "el", k=4)["t"]
     bag = bm25.search(idx, {"t": {water: 1.0, house: 1.0}}, "el", k=4)["t"]
-    assert text.keys() == bag.keys() and all(text[d] == pytest.approx(bag[d], abs=1e-4) for d in text)
+    assert text.keys() == bag.keys() == {"el-0", "el-1", "el-2"}  # every document with water or house
+    assert all(text[d] == pytest.approx(bag[d], abs=1e-4) for d in text)
 
 
 def test_bad_inputs(tmp_path):

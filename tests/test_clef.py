@@ -93,7 +93,7 @@ def built(tmp_path_factory):
 def test_collection_topics_and_qrels(built):
     out, paths = built
     corpus = {r["id"]: r for r in io.read_jsonl(paths.corpus / "corpus.jsonl")}
-    assert len(corpus) == 12
+    assert len(corpus) == 12  # the fixture files hold de 5, fr 3, it 3, fi 1 documents
     assert {r["lang"] for r in corpus.values()} == {"de", "fr", "it", "fi"}
     for lang in ("de", "fr", "it", "fi"):
         sub = list(io.read_jsonl(paths.by_lang[lang] / "corpus.jsonl"))
@@ -105,7 +105,7 @@ def test_collection_topics_and_qrels(built):
     qrels = io.read_qrels(paths.qrels)
     assert set(qrels) == set(topics)
     assert all(d in corpus for docs in qrels.values() for d in docs)  # the LA Times judgment is dropped
-    assert "LA010194-0001" not in qrels["C001"] and len(qrels["C001"]) == 5
+    assert "LA010194-0001" not in qrels["C001"] and len(qrels["C001"]) == 5  # qrels_2000 judges 6 for C001
     stats = json.loads(paths.stats.read_text())
     assert stats["dropped"] == {"judgments_outside_collection": 1,
                                 "topics_without_relevant_in_every_required_language": 1}

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from pyserini_kdspd.distill import (Batch, DevEvaluator, DistillationTrainer, KDEncoderLoss, LanguageBatchSampler,
-                                    MSELoss, TargetCache, Teacher, TrainingArguments, latest_checkpoint,
-                                    load_bitexts, markdown_table, read_bitext)
+                                    MSELoss, TargetCache, Teacher, TrainingArguments, is_complete,
+                                    latest_checkpoint, load_bitexts, markdown_table, read_bitext)
 from pyserini_kdspd.distill.trainer import set_seed
 from pyserini_kdspd.io import FormatError
 from pyserini_kdspd.spd import Student, StudentConfig
@@ -24,18 +24,23 @@ TINY = dict(encoder="all-MiniLM-L6-v2", prompt_length=4, decoder_layers=1, max_l
 
 
 @pytest.fixture(scope="module")
-def bitext_dir(tmp_path_factory, shared_data):
-    """Two small real bitext files (every 50th line: several sources)."""
-    folder = tmp_path_factory.mktemp("bitext")
-    for lang in ("de", "fr"):
-        lines = (shared_data / "bitext" / f"en-{lang}.tsv").read_text(encoding="utf-8").splitlines()
-        (folder / f"en-{lang}.tsv").write_text("\n".join(lines[::2000][:40]) + "\n", encoding="utf-8")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def teacher():
     return Teacher("all-MiniLM-L6-v2", max_length=32, precision="fp32")
+
+
+def test_teacher_encodes_as_pyserini_without_importing_it(teacher):
+    """PooledEncoder is Pyserini's AutoDocumentEncoder.encode minus the Pyserini import (and its JVM)."""
+    from pyserini.encode import AutoDocumentEncoder  # this test process may import Pyserini; training does not
+
+    from pyserini_kdspd.distill.teacher import PooledEncoder
+
+    texts = ["Hello world.", "What is the boiling point of water at high altitude, and why?", "x"]
+    for pooling, l2_norm, prefix in [("mean", True, None), ("cls", False, "passage:")]:
+        ours = PooledEncoder(teacher.path, pooling=pooling, l2_norm=l2_norm, prefix=prefix)
+        theirs = AutoDocumentEncoder(teacher.path, device="cpu", pooling=pooling, l2_norm=l2_norm, prefix=prefix)
+        with torch.inference_mode():
+            np.testing.assert_allclose(ours.encode(texts, max_length=32).numpy(),
+                                       theirs.encode(texts, max_length=32), atol=1e-6)
 
 
 def tiny_student(kind="spd", seed=0, languages=("en", "de", "fr")):
@@ -43,12 +48,29 @@ def tiny_student(kind="spd", seed=0, languages=("en", "de", "fr")):
     return Student.build(StudentConfig(student=kind, languages=list(languages), **TINY))
 
 
+class Killed(RuntimeError):
+    """Stands in for a crash in the middle of a run."""
+
+
+def killed_after(k: int) -> type[DistillationTrainer]:
+    """A trainer that crashes when asked for step k + 1."""
+    class KilledTrainer(DistillationTrainer):
+        calls = 0
+
+        def make_batch(self, examples):
+            KilledTrainer.calls += 1
+            if KilledTrainer.calls > k:
+                raise Killed
+            return super().make_batch(examples)
+    return KilledTrainer
+
+
 def test_read_bitext_strict(tmp_path):
     good = tmp_path / "en-de.tsv"
     good.write_text("Hello.\tHallo.\tsrc\nThanks.\tDanke.\n", encoding="utf-8")
     b = read_bitext(good)
     assert b.lang == "de" and b.english == ["Hello.", "Thanks."] and b.other == ["Hallo.", "Danke."]
-    assert b.sources == ["src", ""]
+    assert b.sources == ["src", ""] and b.pairs(1) == [("Hello.", "Hallo.")]
     bad = tmp_path / "en-fr.tsv"
     bad.write_text("Hello.\tBonjour.\tsrc\nYes.\tOui.\tsrc\nonly one column\n", encoding="utf-8")
     with pytest.raises(FormatError, match=r"en-fr.tsv:3: .*column"):
@@ -57,10 +79,16 @@ def test_read_bitext_strict(tmp_path):
     empty.write_text("Hello.\t \tsrc\n", encoding="utf-8")
     with pytest.raises(FormatError, match=r"en-it.tsv:1: empty it sentence"):
         read_bitext(empty)
-    blank = tmp_path / "en-es.tsv"
+    blank = tmp_path / "en-es.tsv"  # a blank line holds no pair: skipped, as by every reader in pyserini_kdspd.io
     blank.write_text("Hello.\tHola.\n\nYes.\tSí.\n", encoding="utf-8")
-    with pytest.raises(FormatError, match=r"en-es.tsv:2"):
-        read_bitext(blank)
+    assert read_bitext(blank).pairs() == [("Hello.", "Hola."), ("Yes.", "Sí.")]
+    latin1 = tmp_path / "en-pt.tsv"
+    latin1.write_bytes("Yes.\tSim.\nNo.\tNão.\n".encode("latin-1"))
+    with pytest.raises(FormatError, match=r"en-pt.tsv:2: not UTF-8 \(byte 0xe3"):
+        read_bitext(latin1)
+    bom = tmp_path / "en-nl.tsv"  # a Windows editor's byte-order mark is not part of the first sentence
+    bom.write_text("\ufeffHello.\tHallo.\n", encoding="utf-8")
+    assert read_bitext(bom).pairs() == [("Hello.", "Hallo.")]
     with pytest.raises(FileNotFoundError, match="xx"):
         load_bitexts(tmp_path, languages=["de", "xx"])
 
@@ -129,7 +157,9 @@ def test_target_cache_is_reused_across_runs(teacher, bitext_dir, tmp_path):
     # cached vectors are the teacher's vectors
     b = bitexts["de"]
     c = TargetCache(second, b.english, f"bitext-de-{b.english_key()}", cache)
-    rows = [i for i in range(len(b.english)) if c.done[i]]
+    rows = np.flatnonzero(c.done).tolist()
+    drawn = LanguageBatchSampler(bitexts, args.batch_per_language, args.seed)  # the rows the two steps drew
+    assert rows == sorted({e.row for _ in range(args.max_steps) for e in drawn.next_batch() if e.source_lang == "de"})
     np.testing.assert_allclose(c.get(rows), teacher.encode_documents([b.english[i] for i in rows]), atol=1e-5)
 
 
@@ -145,21 +175,9 @@ def test_resume_gives_exactly_the_uninterrupted_weights(teacher, bitext_dir, tmp
     straight = tiny_student(seed=0)
     DistillationTrainer(straight, teacher, bitexts, args("straight"), cache_dir=tmp_path / "c1").train()
 
-    class Killed(RuntimeError):
-        pass
-
-    class KilledTrainer(DistillationTrainer):
-        calls = 0
-
-        def make_batch(self, examples):
-            KilledTrainer.calls += 1
-            if KilledTrainer.calls > k:
-                raise Killed
-            return super().make_batch(examples)
-
     with pytest.raises(Killed):
-        KilledTrainer(tiny_student(seed=0), teacher, bitexts, args("killed"), cache_dir=tmp_path / "c2").train()
-    assert latest_checkpoint(tmp_path / "killed").name == f"step-{k:07d}"
+        killed_after(k)(tiny_student(seed=0), teacher, bitexts, args("killed"), cache_dir=tmp_path / "c2").train()
+    assert latest_checkpoint(tmp_path / "killed").name == f"step-{k:07d}" and not is_complete(tmp_path / "killed")
     resumed = tiny_student(seed=123)  # a different init: everything must come from the checkpoint
     log = DistillationTrainer(resumed, teacher, bitexts, args("killed"), cache_dir=tmp_path / "c2").train(resume=True)
     assert log["resumed_from"] == [k] and log["steps"] == n
@@ -169,6 +187,29 @@ def test_resume_gives_exactly_the_uninterrupted_weights(teacher, bitext_dir, tmp
     assert not differing, differing[:5]
     fresh = tiny_student(seed=0).state_dict()
     assert any(not torch.equal(a[name], fresh[name]) for name in a)  # training did change the weights
+
+
+def test_a_folder_is_complete_only_with_a_trained_step_and_its_weights(teacher, bitext_dir, tmp_path):
+    for bad, match in [(dict(max_minutes=0), "max_minutes must be > 0"),
+                       (dict(max_steps=1, batch_per_language=0), "batch_per_language must be >= 1")]:
+        with pytest.raises(ValueError, match=match):
+            TrainingArguments(output_dir=str(tmp_path / "x"), **bad)
+    bitexts = load_bitexts(bitext_dir)
+    out = tmp_path / "student"
+    args = TrainingArguments(output_dir=str(out), max_minutes=1e-9, batch_per_language=2, max_length=32,
+                             progress=False)
+    trainer = DistillationTrainer(tiny_student(), teacher, bitexts, args, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="no step trained"):
+        trainer.finalize(0, {})
+    assert not out.exists()
+    log = trainer.train()  # a minutes budget over before the first step still trains that step
+    assert log["steps"] == 1 and len(log["losses"]) == 1 and is_complete(out)
+    # extending the finished run: it stops counting as finished before anything in it is rewritten
+    more = TrainingArguments(output_dir=str(out), max_steps=3, batch_per_language=2, max_length=32, progress=False)
+    with pytest.raises(Killed):
+        killed_after(0)(tiny_student(), teacher, bitexts, more, cache_dir=tmp_path / "cache").train(resume=True)
+    assert not is_complete(out) and (out / "model.safetensors").is_file()
+    assert json.loads((out / "training_log.json").read_text())["complete"] is False
 
 
 def test_dev_evaluator_on_a_flores_subset(teacher, shared_data, tmp_path):

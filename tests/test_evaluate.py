@@ -5,7 +5,7 @@ import subprocess
 import pytest
 from scipy.stats import ttest_rel
 
-from pyserini_kdspd.evaluate import (Evaluation, collect_runs, cut, evaluate, main, render_table,
+from pyserini_kdspd.evaluate import (collect_runs, cut, evaluate, main, render_table,
                                      significantly_better, ttest)
 from pyserini_kdspd.io import FormatError, write_qrels, write_run
 
@@ -153,7 +153,7 @@ def test_cli(tmp_path, capsys):
     assert "| KD-SPD | **1.000**\u2020 |" in out
     pq = (tmp_path / "pq.tsv").read_text().splitlines()
     assert pq[0] == "system\tqid\tmap\tndcg_cut_10\tP_10\trecip_rank\trecall_100"
-    assert len(pq) == 1 + 2 * 8
+    assert len(pq) == 1 + 2 * len(TABLE_QRELS)  # header, then each run's judged queries
 
     # several collections: COLL=qrels, COLL:name=path
     rc = main(["--qrels", f"A={tmp_path / 'qrels.txt'}", f"B={tmp_path / 'qrels.txt'}",
@@ -185,3 +185,17 @@ def test_module_entry_point(tmp_path, python):
                           "--runs", str(tmp_path / "mDPR.txt")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0] == "| System | MAP | nDCG@10 | P@10 | MRR | R@100 |"
+
+
+def test_figures_equal_stock_trec_eval_on_ties_cuts_and_missing_queries(tmp_path):
+    """Where trec_eval's conventions matter: ties at the depth cut (score descending, then docid descending),
+    a judged query absent from the run (-c: it counts as 0), an unjudged document."""
+    from pyserini_kdspd import io
+    from pyserini_kdspd.evaluate import trec_eval, trec_eval_disagreements
+
+    io.write_qrels(tmp_path / "qrels.txt", {"q1": {"d2": 1, "d9": 0}, "q2": {"d5": 1}, "q3": {"d1": 1}})
+    (tmp_path / "run.txt").write_text("q1 Q0 d0 1 1.0 x\nq1 Q0 d1 2 1.0 x\nq1 Q0 d2 3 1.0 x\nq1 Q0 d3 4 0.5 x\n"
+                                      "q3 Q0 d4 1 3.0 x\nq3 Q0 d1 2 2.0 x\n", encoding="utf-8")
+    theirs = trec_eval(tmp_path / "run.txt", tmp_path / "qrels.txt", depth=2)
+    assert theirs["recip_rank"] == pytest.approx((1 + 0 + 0.5) / 3, abs=1e-4)  # d2 wins the three-way tie
+    assert trec_eval_disagreements(tmp_path / "run.txt", tmp_path / "qrels.txt", depth=2) == {}

@@ -29,6 +29,11 @@ def per_language_runs(n_queries=12, n_docs=15, seed=1, drop=True):
     return runs
 
 
+def all_queries(runs):
+    """Every query some language retrieved for: fusion keeps each, whichever lists lack it."""
+    return {q for run in runs.values() for q in run}
+
+
 def direct_minmax(runs, depth):
     """The paper's score merging written out: min-max per list and query, union, sort."""
     out = {}
@@ -45,6 +50,7 @@ def direct_minmax(runs, depth):
 def test_rr_alternates_languages_per_round():
     runs = per_language_runs(drop=False, n_docs=30)
     fused = fuse(runs, "rr", depth=None)
+    assert set(fused) == all_queries(runs)
     for q, docs in fused.items():
         lists = {lang: [d for d, _ in ranked(runs[lang][q])] for lang in LANGS}
         order = [d for d, _ in ranked(docs)]
@@ -66,7 +72,7 @@ def test_rr_seeded_reproducible_and_order_independent():
     shuffled = dict(reversed(list(runs.items())))
     assert fuse(shuffled, "rr", seed=0) == a
     b = fuse(runs, "rr", seed=1)
-    assert set(a) == set(b)
+    assert set(a) == set(b) == all_queries(runs)
     assert any(list(ranked(a[q])) != list(ranked(b[q])) for q in a)
     assert all(set(a[q]) == set(b[q]) for q in a)  # depth exceeds the lists: same documents
 
@@ -104,7 +110,7 @@ def test_minmax_through_ranx_equals_direct_implementation():
     for depth in (None, 10):
         got = fuse(runs, "minmax", depth=depth)
         want = direct_minmax(runs, depth)
-        assert list(got) == [q for q in got if q in want] and set(got) == set(want)
+        assert set(got) == set(want)
         for q in want:
             assert got[q] == pytest.approx(want[q], abs=1e-12)
             assert [d for d, _ in ranked(got[q])] == [d for d, _ in ranked(want[q])]
@@ -130,6 +136,7 @@ def test_minmax_missing_query_and_single_list():
 def test_rrf_through_ranx():
     runs = per_language_runs(n_queries=4)
     got = fuse(runs, "rrf", depth=None)
+    assert set(got) == all_queries(runs)
     for q in got:
         want = {}
         for run in runs.values():
@@ -148,7 +155,7 @@ def test_cli_writes_trec_run(tmp_path, capsys):
     out = tmp_path / "fused.txt"
     assert main(["--runs", *paths, "--method", "rr", "--depth", "5", "--output", str(out), "--tag", "bm25-rr"]) == 0
     fused = read_run(out)
-    assert all(len(d) == 5 for d in fused.values())
+    assert set(fused) == all_queries(runs) and all(len(d) == 5 for d in fused.values())
     assert out.read_text().split("\n")[0].endswith(" bm25-rr")
     # the written file reproduces the in-memory fusion of the (6-decimal) written runs
     written = {lang: read_run(tmp_path / lang / "bm25.txt") for lang in runs}

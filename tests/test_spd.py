@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from pyserini_kdspd.spd import (
-    CONFIG_NAME, WEIGHTS_NAME, DecomposedPrompts, Student, StudentConfig, UTSPDDecoder, bf16_supported,
-    normalize_lang, resolve_precision,
+    CONFIG_NAME, WEIGHTS_NAME, DecomposedPrompts, Student, StudentConfig, UTSPDDecoder, normalize_lang,
 )
 from pyserini_kdspd.spd.decoders import CrossAttentionLayer
 
@@ -143,20 +142,19 @@ def test_bf16_close_to_fp32(spd):
     bf16 = spd.encode(texts, langs="en", precision="bf16")
     cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
     assert (cos > 0.999).all(), cos
-    assert resolve_precision("auto") == ("bf16" if bf16_supported() else "fp32")
-    with pytest.raises(ValueError):
-        resolve_precision("fp16")
+    assert not np.array_equal(fp32, bf16)  # bf16 really ran: autocast rounds every matmul
 
 
 # ------------------------------------------------------------------ kinds, projection, sharing
 def test_kinds_and_parameter_sharing(spd):
     d = 384
     layer_params = sum(p.numel() for p in CrossAttentionLayer(d, 8, 4 * d).parameters())
-    assert len(spd.decoder.layers) == 6
+    assert len(spd.decoder.layers) == 6  # the paper's N
     assert sum(p.numel() for p in spd.decoder.parameters()) == 6 * layer_params
 
     ut = _build(student="utspd")
     assert ut.config.decoder_layers == 12 and isinstance(ut.decoder, UTSPDDecoder)
+    # one shared layer plus an l x d temporal embedding per step: N = 12 steps (UTSPD's default), the paper's l = 30
     assert sum(p.numel() for p in ut.decoder.parameters()) == layer_params + 12 * 30 * d
     assert ut.decoder.temporal.shape == (12, 30, d)
 

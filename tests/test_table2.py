@@ -68,3 +68,11 @@ def test_numbers_recompute_from_trec_files(driven, python):
                 for line in text.splitlines() if line.startswith("| NMT")}
 
     assert rows(proc.stdout) == rows(table)
+
+
+def test_every_figure_agrees_with_trec_eval(driven):
+    """The driver runs stock `python -m pyserini.eval.trec_eval` on every row and says so under the table."""
+    root, out = driven
+    table = (root / "runs/clef/table2.md").read_text(encoding="utf-8")
+    assert "Every figure agrees with `python -m pyserini.eval.trec_eval -c -l 1 -M 10`" in table
+    assert "Every figure agrees with" in out

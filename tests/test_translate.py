@@ -1,22 +1,20 @@
 """Query translation: IBM Model 1 tables from real bitext, file/human translators, the offline HF translator."""
 import gzip
-import time
 
 import pytest
 
+from pyserini_kdspd.distill.bitext import read_bitext
 from pyserini_kdspd.io import FormatError
 from pyserini_kdspd.search import bm25
 from pyserini_kdspd.search.analyzers import analyze
 from pyserini_kdspd.search.translate import Translator, translate_topics
 from pyserini_kdspd.search.translate.nmt import FileTranslator, HFTranslator, HumanTranslator, TranslatorUnavailable
-from pyserini_kdspd.search.translate.smt import SMTTranslator, TranslationTable, read_bitext, train
+from pyserini_kdspd.search.translate.smt import SMTTranslator, TranslationTable, train
 
 
 @pytest.fixture(scope="module")
 def table_el(shared_data, tmp_path_factory):
-    t0 = time.time()
-    table = train(read_bitext(shared_data / "bitext" / "en-el.tsv"), "el", aligner="ibm1")  # all 12.9k pairs
-    assert time.time() - t0 < 120
+    table = train(read_bitext(shared_data / "bitext" / "en-el.tsv").pairs(), "el", aligner="ibm1")  # all 12.9k pairs
     path = tmp_path_factory.mktemp("smt") / "en-el.tsv.gz"
     table.save(path)
     return path
@@ -26,10 +24,17 @@ def top(table, word, lang="en", k=10):
     return [f for f, _ in table.translations(analyze(word, lang)[0], k)]
 
 
-def test_ibm1_learns_sensible_translations(table_el):
+def assert_trained_on(meta, n_pairs):
+    """Every pair read was trained on or counted as skipped (a side empty after analysis, or over max_len
+    terms: 0.05-1% of these files)."""
+    assert meta["pairs"] + meta["skipped_pairs"] == n_pairs
+    assert meta["skipped_pairs"] <= 0.02 * n_pairs
+
+
+def test_ibm1_learns_sensible_translations(table_el, shared_data):
     table = TranslationTable.load(table_el)
     assert table.meta["model"] == "ibm1" and table.meta["target_lang"] == "el"
-    assert table.meta["pairs"] > 12000
+    assert_trained_on(table.meta, len(read_bitext(shared_data / "bitext" / "en-el.tsv")))
     water, house = analyze("νερό", "el")[0], analyze("σπίτι", "el")[0]
     assert top(table, "water")[0] == water
     assert top(table, "house")[0] == house
@@ -39,15 +44,15 @@ def test_ibm1_learns_sensible_translations(table_el):
 
 
 def test_ibm1_german_subset(shared_data):
-    table = train(read_bitext(shared_data / "bitext" / "en-de.tsv", max_pairs=8000), "de", aligner="ibm1")
-    assert table.meta["pairs"] > 7900
+    table = train(read_bitext(shared_data / "bitext" / "en-de.tsv").pairs(8000), "de", aligner="ibm1")
+    assert_trained_on(table.meta, 8000)
     assert "haus" in top(table, "house", k=3)
     assert "wass" in top(table, "water", k=3)  # GermanAnalyzer's stem of Wasser
 
 
 def test_eflomal_aligner_learns_sensible_translations(shared_data):
     pytest.importorskip("eflomal")  # optional dependency (a C extension); IBM Model 1 needs nothing
-    table = train(read_bitext(shared_data / "bitext" / "en-de.tsv", max_pairs=8000), "de", aligner="eflomal")
+    table = train(read_bitext(shared_data / "bitext" / "en-de.tsv").pairs(8000), "de", aligner="eflomal")
     assert table.meta["model"] == "eflomal"
     assert top(table, "house", k=1) == ["haus"]
     assert top(table, "water", k=1) == ["wass"]
@@ -56,15 +61,17 @@ def test_eflomal_aligner_learns_sensible_translations(shared_data):
 
 
 def test_smt_query_is_weighted_bag_of_target_terms(table_el):
-    tr = SMTTranslator({"el": TranslationTable.load(table_el)})
+    table = TranslationTable.load(table_el)
+    tr = SMTTranslator({"el": table})
     q = tr.translate_query("Where is the water of Zarquon's house 2024?", "el")
     water, house = analyze("νερό", "el")[0], analyze("σπίτι", "el")[0]
     assert q[water] > 0.5 and q[house] > 0.5
     # Out of vocabulary: the word itself, analysed as the Greek index would, with weight 1.
     assert q["2024"] == 1.0 and q["zarquon"] == 1.0
     assert "where" not in q and all(w > 0 for w in q.values())
-    assert len([t for t in q if t not in ("2024", "zarquon")]) <= 3 * 10  # top-10 per translated term
-    assert translate_topics(tr, {"q1": "water"}, "el") == {"q1": tr.translate_query("water", "el")}
+    assert len([t for t in q if t not in ("2024", "zarquon")]) <= 3 * tr.k  # top k for each of where, water, hous
+    # A topic's translation is the table's top k for its terms, with the table's probabilities as weights.
+    assert translate_topics(tr, {"q1": "water"}, "el") == {"q1": dict(table.translations("water", tr.k))}
 
 
 def test_smt_queries_search_a_greek_index(table_el, tmp_path):
@@ -84,11 +91,15 @@ def test_smt_queries_search_a_greek_index(table_el, tmp_path):
     assert max(run["s"], key=run["s"].get) == "d2"
 
 
-def test_table_and_bitext_parsing_is_strict(tmp_path):
-    bad = tmp_path / "en-xx.tsv"
-    bad.write_text("a house\tένα σπίτι\tsrc\nno tab here\n", encoding="utf-8")
-    with pytest.raises(FormatError, match=r"en-xx.tsv:2: expected 'english<TAB>other"):
-        read_bitext(bad)
+def test_smt_training_reads_bitext_strictly(tmp_path):
+    """SMT reads bitext with distillation's reader: a malformed line stops training, naming file and line."""
+    (tmp_path / "en-el.tsv").write_text("a house\tένα σπίτι\tsrc\nno tab here\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"en-el.tsv:2: expected 'english<TAB>el\[<TAB>source\]'"):
+        SMTTranslator.for_language("el", model_dir=tmp_path / "models", bitext_dir=tmp_path, aligner="ibm1")
+    assert not (tmp_path / "models").exists()
+
+
+def test_table_parsing_is_strict(tmp_path):
     t = tmp_path / "t.tsv.gz"
     with gzip.open(t, "wt", encoding="utf-8") as f:
         f.write("hous\tσπιτ\t0.9\nhous\tοικ\tmuch\n")
@@ -108,11 +119,14 @@ def test_for_language_trains_once_then_loads(shared_data, tmp_path):
     lines = (shared_data / "bitext" / "en-th.tsv").read_text(encoding="utf-8").splitlines()[:1500]
     (bitext / "en-th.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     tr = SMTTranslator.for_language("th", model_dir=tmp_path / "models", bitext_dir=bitext, aligner="ibm1")
-    path = tmp_path / "models" / "en-th.tsv.gz"
-    assert path.is_file() and tr.tables["th"].meta["pairs"] > 1400
+    assert (tmp_path / "models" / "en-th.tsv.gz").is_file()
+    assert_trained_on(tr.tables["th"].meta, len(lines))
     (bitext / "en-th.tsv").unlink()  # a second call must not need the bitext
     again = SMTTranslator.for_language("th", model_dir=tmp_path / "models", bitext_dir=bitext)
-    assert again.tables["th"].table == TranslationTable.load(path).table
+    # the saved table (probabilities to 6 significant digits) is the one trained
+    trained, loaded = tr.tables["th"].table, again.tables["th"].table
+    assert {(e, f): p for e in loaded for f, p in loaded[e]} == \
+        pytest.approx({(e, f): p for e in trained for f, p in trained[e]}, rel=1e-5)
 
 
 # ------------------------------------------------------------- nmt / file / human

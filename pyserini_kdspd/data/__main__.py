@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from pathlib import Path
 
@@ -43,16 +42,16 @@ def main(argv=None) -> int:
         if prep.add_arguments:
             prep.add_arguments(p)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .._cli import configure_logging, run_cli
+
+    configure_logging("%(levelname)s %(name)s: %(message)s")
     options = {k: v for k, v in vars(args).items() if k != "collection"}
-    try:
-        result = preparers[args.collection].prepare(**options)
-    except (FileNotFoundError, ValueError) as e:  # bad or missing input: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for line in _describe(result):
-        print(line)
-    return 0
+
+    def work():
+        for line in _describe(preparers[args.collection].prepare(**options)):
+            print(line)
+
+    return run_cli(work)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ Written under ``output_root`` (``name`` defaults to ``clef``):
 """
 from __future__ import annotations
 
+import codecs
 import functools
 import gzip
 import html
@@ -42,7 +43,7 @@ import logging
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -71,11 +72,16 @@ _PREFIX = re.compile(r"^\s*(?:Topic|Title|Description|Narrative)\s*:\s*", re.I)
 
 # ------------------------------------------------------------------- documents
 def _read_text(path: Path) -> str:
-    """Whole file as text: gunzipped if gzip, UTF-8 when valid, else ISO-8859-1 (CLEF's usual encoding)."""
+    """Whole file as text: gunzipped if gzip, UTF-8 when valid, else ISO-8859-1 (CLEF's usual encoding).
+
+    A UTF-8 byte-order mark is dropped, as :func:`~pyserini_kdspd.io.text_lines` drops it
+    (in Latin-1 it would read as the text ``ï»¿`` before the first tag).
+    """
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -246,89 +252,122 @@ def build_clef(documents: Mapping[str, object], topics, qrels, output_root=".",
         raise ValueError(f"no documents for required language(s) {missing} (have {list(langs)})")
     tok = load_tokenizer(tokenizer)
     paths = output_paths(output_root, langs, name)
+    all_topics = _read_all_topics(topics)
+    judged = read_qrels(qrels, all_topics)
+    corpus = _write_documents(documents, paths, tok, passage_length, stride, text_tags)
+    selection = _select_topics(judged, all_topics, corpus.doc_lang, langs, required_languages)
+    order = sorted(selection.qrels, key=lambda q: (topic_number(q) or 0, q))
+    io.write_topics(paths.topics, {q: all_topics[q].query for q in order})
+    io.write_qrels(paths.qrels, {q: selection.qrels[q] for q in order})
 
+    stats = {
+        "name": name, "languages": list(langs), "required_languages": list(required_languages),
+        "documents": {lg: corpus.documents[lg] for lg in langs}, "passages": {lg: corpus.passages[lg] for lg in langs},
+        "document_files": corpus.files, "duplicate_docnos_skipped": {lg: corpus.duplicates[lg] for lg in langs},
+        "passage_length": passage_length, "stride": stride, "passage_delimiter": DELIMITER,
+        "tokenizer": type(tok).__name__ if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike))
+        else str(tokenizer),
+        "topics_read": len(all_topics), "topics_judged": len(judged), "topics": len(order),
+        "judgments": sum(len(d) for d in selection.qrels.values()), "dropped": dict(selection.dropped),
+        "relevant_per_language": {q: selection.relevant_per_lang[q] for q in order},
+        "text_tags": list(text_tags),
+    }
+    io.write_json(paths.stats, stats)
+    log.info("%s: %s documents, %d passages, %d of %d judged topics kept", name,
+             ", ".join(f"{lg} {corpus.documents[lg]}" for lg in langs), sum(corpus.passages.values()), len(order),
+             len(judged))
+    return paths
+
+
+def _read_all_topics(topics) -> dict[str, ClefTopic]:
+    """The topics of one or several files; a topic id defined twice must be the same topic."""
     all_topics: dict[str, ClefTopic] = {}
     for p in ([topics] if isinstance(topics, (str, os.PathLike)) else topics):
         for qid, t in read_topics(p).items():
             if qid in all_topics and all_topics[qid] != t:
                 raise ValueError(f"{p}: topic {qid} differs from an earlier topic file's")
             all_topics[qid] = t
-    judged = read_qrels(qrels, all_topics)
+    return all_topics
 
-    doc_lang: dict[str, str] = {}
-    counts: Counter = Counter()
-    passages: Counter = Counter()
-    duplicates: Counter = Counter()
-    files_per_lang: dict[str, int] = {}
 
-    def records(lang: str, files: list[Path]) -> Iterator[dict]:
-        seen_text: dict[str, int] = {}
-        for f in files:
-            for docno, text in iter_documents(f, text_tags):
-                if docno in doc_lang:
-                    duplicates[lang] += 1
-                    if doc_lang[docno] != lang or seen_text.get(docno) != hash(text):
-                        log.warning("%s: DOCNO %s seen before with other text or language; keeping the first",
-                                    f, docno)
-                    continue
-                doc_lang[docno] = lang
-                seen_text[docno] = hash(text)
-                counts[lang] += 1
-                yield {"id": docno, "contents": text, "text": text, "lang": lang}
+@dataclass
+class _Corpus:
+    """What :func:`_write_documents` wrote: each DOCNO's language and counts per language."""
 
+    doc_lang: dict[str, str] = field(default_factory=dict)
+    documents: Counter = field(default_factory=Counter)
+    passages: Counter = field(default_factory=Counter)
+    duplicates: Counter = field(default_factory=Counter)
+    files: dict[str, int] = field(default_factory=dict)   # lang -> number of document files
+
+
+def _write_documents(documents: Mapping[str, object], paths: ClefPaths, tok, passage_length: int, stride: int,
+                     text_tags: Sequence[str]) -> _Corpus:
+    """Write every document once to the corpus and its language's corpus, and its passages; a DOCNO
+    seen before is skipped (and counted)."""
+    corpus = _Corpus()
     with io.atomic_write(paths.corpus / "corpus.jsonl") as fc, \
             io.atomic_write(paths.passages / "corpus.jsonl") as fp:
-        for lang in langs:
+        for lang in documents:
             files = document_files(documents[lang])
-            files_per_lang[lang] = len(files)
-
-            def tee(lang=lang, files=files, fl=None):
-                for rec in records(lang, files):
-                    line = json.dumps(rec, ensure_ascii=False) + "\n"
-                    fc.write(line)
-                    fl.write(line)
-                    yield rec
-
+            corpus.files[lang] = len(files)
             with io.atomic_write(paths.by_lang[lang] / "corpus.jsonl") as fl:
-                for prec in split_records(tee(fl=fl), tok, passage_length, stride, DELIMITER):
+                records = _tee(_records(lang, files, text_tags, corpus), fc, fl)
+                for prec in split_records(records, tok, passage_length, stride, DELIMITER):
                     fp.write(json.dumps(prec, ensure_ascii=False) + "\n")
-                    passages[lang] += 1
+                    corpus.passages[lang] += 1
+    return corpus
 
-    # Topics with relevant documents in every required language; judgments restricted to the collection.
-    kept_qrels, dropped, relevant_per_lang = {}, Counter(), {}
+
+def _tee(records: Iterable[dict], *outs) -> Iterator[dict]:
+    """Pass the records on after writing each as a JSON line to every file of ``outs``."""
+    for rec in records:
+        line = json.dumps(rec, ensure_ascii=False) + "\n"
+        for out in outs:
+            out.write(line)
+        yield rec
+
+
+def _records(lang: str, files: list[Path], text_tags: Sequence[str], corpus: _Corpus) -> Iterator[dict]:
+    """The JSON records of one language's documents, first occurrence of each DOCNO only."""
+    seen_text: dict[str, int] = {}
+    for f in files:
+        for docno, text in iter_documents(f, text_tags):
+            if docno in corpus.doc_lang:
+                corpus.duplicates[lang] += 1
+                if corpus.doc_lang[docno] != lang or seen_text.get(docno) != hash(text):
+                    log.warning("%s: DOCNO %s seen before with other text or language; keeping the first",
+                                f, docno)
+                continue
+            corpus.doc_lang[docno] = lang
+            seen_text[docno] = hash(text)
+            corpus.documents[lang] += 1
+            yield {"id": docno, "contents": text, "text": text, "lang": lang}
+
+
+@dataclass
+class _Selection:
+    qrels: dict[str, dict[str, int]]              # kept topics -> their judgments inside the collection
+    dropped: Counter                              # reason -> count
+    relevant_per_lang: dict[str, dict[str, int]]  # every judged topic -> relevant documents per language
+
+
+def _select_topics(judged, all_topics, doc_lang: Mapping[str, str], langs: Sequence[str],
+                   required_languages: Sequence[str]) -> _Selection:
+    """Topics with relevant documents in every required language; judgments restricted to the collection."""
+    out = _Selection({}, Counter(), {})
     for qid, docs in judged.items():
         if qid not in all_topics:
             raise ValueError(f"qrels judge query {qid}, which no topic file defines")
         in_coll = {d: g for d, g in docs.items() if d in doc_lang}
-        dropped["judgments_outside_collection"] += len(docs) - len(in_coll)
+        out.dropped["judgments_outside_collection"] += len(docs) - len(in_coll)
         rel = Counter(doc_lang[d] for d, g in in_coll.items() if g > 0)
-        relevant_per_lang[qid] = {lg: rel[lg] for lg in langs}
+        out.relevant_per_lang[qid] = {lg: rel[lg] for lg in langs}
         if all(rel[lg] > 0 for lg in required_languages):
-            kept_qrels[qid] = dict(sorted(in_coll.items()))
+            out.qrels[qid] = dict(sorted(in_coll.items()))
         else:
-            dropped["topics_without_relevant_in_every_required_language"] += 1
-    order = sorted(kept_qrels, key=lambda q: (topic_number(q) or 0, q))
-    io.write_topics(paths.topics, {q: all_topics[q].query for q in order})
-    io.write_qrels(paths.qrels, {q: kept_qrels[q] for q in order})
-
-    stats = {
-        "name": name, "languages": list(langs), "required_languages": list(required_languages),
-        "documents": {lg: counts[lg] for lg in langs}, "passages": {lg: passages[lg] for lg in langs},
-        "document_files": files_per_lang, "duplicate_docnos_skipped": {lg: duplicates[lg] for lg in langs},
-        "passage_length": passage_length, "stride": stride, "passage_delimiter": DELIMITER,
-        "tokenizer": type(tok).__name__ if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike))
-        else str(tokenizer),
-        "topics_read": len(all_topics), "topics_judged": len(judged), "topics": len(order),
-        "judgments": sum(len(d) for d in kept_qrels.values()), "dropped": dict(dropped),
-        "relevant_per_language": {q: relevant_per_lang[q] for q in order},
-        "text_tags": list(text_tags),
-    }
-    with io.atomic_write(paths.stats) as f:
-        json.dump(stats, f, ensure_ascii=False, indent=2)
-        f.write("\n")
-    log.info("%s: %s documents, %d passages, %d of %d judged topics kept", name,
-             ", ".join(f"{lg} {counts[lg]}" for lg in langs), sum(passages.values()), len(order), len(judged))
-    return paths
+            out.dropped["topics_without_relevant_in_every_required_language"] += 1
+    return out
 
 
 # ------------------------------------------------------------------------ CLI

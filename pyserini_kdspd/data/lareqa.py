@@ -27,7 +27,6 @@ counts of both are reported, never silently dropped.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -183,11 +182,7 @@ def _read_language(path: Path, lang: str) -> tuple[list[Sentence], list[Question
     """Strictly parse one ``{lang}.json``; returns sentences, questions, breaks per paragraph, break mismatches."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (LAReQA XQuAD-R needs {lang}.json for language {lang!r})")
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as e:
-        raise FormatError(path, e.lineno, f"not valid JSON ({e.msg}, column {e.colno})") from None
+    doc = io.read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list) or not doc["data"]:
         _fail(path, "top level", "a SQuAD-format object with a non-empty 'data' list")
     sentences: list[Sentence] = []
@@ -300,14 +295,6 @@ def load_lareqa(data_dir: str | os.PathLike | None = None, *, download: bool = T
 
 
 # --------------------------------------------------------------------- output
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
@@ -324,7 +311,7 @@ def _is_complete(paths: LareqaPaths, output_root: Path, sources: dict[str, Path]
         if stats.get("version") != _STATS_VERSION:
             return False
         if {lang: info["sha256"] for lang, info in stats["source"].items()} != \
-                {lang: _sha256(p) for lang, p in sources.items()}:
+                {lang: io.sha256_file(p) for lang, p in sources.items()}:
             return False
         return all((output_root / rel).is_file() and _count_lines(output_root / rel) == n
                    for rel, n in stats["files"].items())
@@ -377,7 +364,7 @@ def prepare_lareqa(data_dir: str | os.PathLike | None = None, output_root: str |
     stats = {
         "version": _STATS_VERSION,
         "name": "LAReQA XQuAD-R",
-        "source": {lang: {"path": str(p.resolve()), "sha256": _sha256(p)} for lang, p in data.sources.items()},
+        "source": {lang: {"path": str(p.resolve()), "sha256": io.sha256_file(p)} for lang, p in data.sources.items()},
         "sentences": per_lang,
         "total_sentences": len(data.sentences),
         "questions": {lang: len(data.questions[lang]) for lang in LANGUAGES},
@@ -389,9 +376,7 @@ def prepare_lareqa(data_dir: str | os.PathLike | None = None, output_root: str |
         "answer_crosses_sentence_break": data.answer_crosses_break,
         "files": {str(p.relative_to(out)): n for p, n in files.items()},
     }
-    with io.atomic_write(paths.stats) as f:  # last: its presence marks a complete build
-        json.dump(stats, f, ensure_ascii=False, indent=2)
-        f.write("\n")
+    io.write_json(paths.stats, stats)  # last: its presence marks a complete build
     short = [qid for qid, d in data.qrels.items() if len(d) != len(LANGUAGES)]
     if short:
         log.warning("%d of %d queries have fewer than %d relevant sentences (see %s)",

@@ -40,7 +40,6 @@ under ``data/google/collections/``; that sub-path is searched too).
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import math
@@ -143,10 +142,6 @@ def mmarco_files(mmarco_dir, langs: Sequence[str] = LANGUAGES) -> dict[str, Path
     return files
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-
-
 class MMarcoCollection:
     """mMARCO collection files, streamed (each is ~3 GB; nothing is held in memory but what is asked for)."""
 
@@ -156,15 +151,11 @@ class MMarcoCollection:
 
     def _lines(self, lang) -> Iterator[tuple[str, str]]:
         path = self.files[lang]
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line.strip():
-                    continue
-                pid, sep, text = line.partition("\t")
-                if not sep or not pid.strip():
-                    raise FormatError(path, lineno, f"expected 'pid<TAB>text', got {line[:80]!r}")
-                yield pid.strip(), text
+        for lineno, line in io.text_lines(path):
+            pid, sep, text = line.partition("\t")
+            if not sep or not pid.strip():
+                raise FormatError(path, lineno, f"expected 'pid<TAB>text', got {line[:80]!r}")
+            yield pid.strip(), text
 
     def pids(self) -> Iterator[str]:
         """Passage ids of the first language's file (mMARCO's translations share MS MARCO's pids)."""
@@ -218,31 +209,37 @@ def assign_judged(qrels: Mapping[str, Mapping[str, int]], langs: Sequence[str] =
         query = Counter(assign[p] for ps in by_grade.values() for p in ps if p in assign)
         grades = sorted(by_grade, reverse=True)
         if variant == "biased":
-            prim = rng.choice(list(langs))
-            primary[qid] = prim
-            relevant = [p for g in grades if g >= min_grade for p in by_grade[g]]  # highest grade first
-            target = _round_half_up(bias_share * len(relevant))
-            have = sum(1 for p in relevant if assign.get(p) == prim)
-            others = [lg for lg in rng.sample(list(langs), len(langs)) if lg != prim]
-            # the rest of the relevant passages: even over the other languages, per grade and in total
-            rel_total = Counter(assign[p] for p in relevant if p in assign)
-            for g in [g for g in grades if g >= min_grade]:
-                free = [p for p in by_grade[g] if p not in assign]
-                take = free[:max(0, target - have)]
-                for p in take:
-                    assign[p] = prim
-                    query[prim] += 1
-                have += len(take)
-                group = Counter(assign[p] for p in by_grade[g] if p in assign and assign[p] != prim)
-                _balanced_fill(free[len(take):], others, assign, group, rel_total)
-                for p in free[len(take):]:
-                    query[assign[p]] += 1
+            primary[qid] = rng.choice(list(langs))
+            _assign_biased([by_grade[g] for g in grades if g >= min_grade], primary[qid], langs, bias_share, rng,
+                           assign, query)
             grades = [g for g in grades if g < min_grade]
         for g in grades:
             order = rng.sample(list(langs), len(langs))
             group = Counter(assign[p] for p in by_grade[g] if p in assign)
             _balanced_fill([p for p in by_grade[g] if p not in assign], order, assign, group, query)
     return assign, primary
+
+
+def _assign_biased(relevant_by_grade: list[list[str]], prim: str, langs: Sequence[str], bias_share: float,
+                   rng: random.Random, assign: dict[str, str], query: Counter) -> None:
+    """``bias_share`` of one query's relevant passages (highest grade first) to ``prim``; the rest even over
+    the other languages, per grade and in total."""
+    relevant = [p for pids in relevant_by_grade for p in pids]
+    target = _round_half_up(bias_share * len(relevant))
+    have = sum(1 for p in relevant if assign.get(p) == prim)
+    others = [lg for lg in rng.sample(list(langs), len(langs)) if lg != prim]
+    rel_total = Counter(assign[p] for p in relevant if p in assign)
+    for pids in relevant_by_grade:
+        free = [p for p in pids if p not in assign]
+        take = free[:max(0, target - have)]
+        for p in take:
+            assign[p] = prim
+            query[prim] += 1
+        have += len(take)
+        group = Counter(assign[p] for p in pids if p in assign and assign[p] != prim)
+        _balanced_fill(free[len(take):], others, assign, group, rel_total)
+        for p in free[len(take):]:
+            query[assign[p]] += 1
 
 
 class LanguageMap:
@@ -332,36 +329,85 @@ def build_mtrec(topics, qrels, passages, variant: str = "even", seed: int = 0, o
     """
     if missing not in ("error", "drop"):
         raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
-    topics = io.read_topics(topics) if isinstance(topics, (str, os.PathLike)) else dict(topics)
-    qrels = io.read_qrels(qrels) if isinstance(qrels, (str, os.PathLike)) else {
-        str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}
+    topics, qrels = _read_topics_and_qrels(topics, qrels)
     source = passages if hasattr(passages, "passages") and hasattr(passages, "pids") \
         else MappingSource(passages, langs)
     langs = tuple(langs or source.langs)
     paths = output_paths(output_root, variant, langs)
-
-    absent_topics = sorted(q for q in qrels if q not in topics)
-    if absent_topics:
-        raise ValueError(f"{len(absent_topics)} judged queries have no topic text, e.g. {absent_topics[:5]}")
     universe = set(source.pids())
+    qrels, dropped = _judged_with_text(qrels, universe, missing)
+    assign, primary = assign_judged(qrels, langs, variant, seed, bias_share, min_grade)
+    counts, written = _write_collection(source, langs, LanguageMap(universe, assign, langs, seed), paths)
+    del universe
+    unwritten = [p for p in assign if p not in written]
+    if unwritten:
+        raise ValueError(f"{len(unwritten)} judged passages have no text in their assigned language, "
+                         f"e.g. {unwritten[:5]}")
+
+    out_qrels = {q: {make_docid(assign[p], p): g for p, g in sorted(docs.items())} for q, docs in sorted(qrels.items())}
+    out_topics = {q: topics[q] for q in sorted(qrels)}
+    io.write_topics(paths.topics, out_topics)
+    io.write_qrels(paths.qrels, out_qrels)
+
+    judgments = sum(len(d) for d in out_qrels.values())
+    stats = {
+        "name": paths.name, "variant": variant, "seed": seed, "languages": list(langs),
+        "bias_share": bias_share if variant == "biased" else None,
+        "min_grade": min_grade if variant == "biased" else None,
+        "docid": "{lang}-{pid}",
+        "passages": {lg: counts[lg] for lg in langs}, "total_passages": sum(counts.values()),
+        "queries": len(out_topics), "judgments": judgments,
+        "judged_passages": len(assign), "dropped_judged_passages": dropped,
+        "judged_by_grade_and_language": _grade_language_table(qrels, assign, langs),
+        "primary_language": primary,
+        "files": {str(p.relative_to(Path(output_root))): n for p, n in
+                  [(paths.corpus / "corpus.jsonl", sum(counts.values()))] +
+                  [(paths.by_lang[lg] / "corpus.jsonl", counts[lg]) for lg in langs] +
+                  [(paths.topics, len(out_topics)), (paths.qrels, judgments)]},
+    }
+    io.write_json(paths.stats, stats)
+    log.info("%s: %d passages (%s), %d queries, %d judgments", paths.name, sum(counts.values()),
+             ", ".join(f"{lg} {counts[lg]}" for lg in langs), len(out_topics), judgments)
+    return paths
+
+
+def _read_topics_and_qrels(topics, qrels) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Topics and qrels from files or mappings; every judged query must have a topic text."""
+    topics = io.read_topics(topics) if isinstance(topics, (str, os.PathLike)) else dict(topics)
+    qrels = io.read_qrels(qrels) if isinstance(qrels, (str, os.PathLike)) else {
+        str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}
+    absent = sorted(q for q in qrels if q not in topics)
+    if absent:
+        raise ValueError(f"{len(absent)} judged queries have no topic text, e.g. {absent[:5]}")
+    return topics, qrels
+
+
+def _judged_with_text(qrels: dict, universe: set, missing: str) -> tuple[dict, int]:
+    """``qrels`` without the judged passages that have no text (``missing="drop"``), and how many were dropped.
+
+    With ``missing="error"`` such a passage is an error: the collection would silently lose judgments.
+    """
     judged = {p for docs in qrels.values() for p in docs}
     lacking = judged - universe
-    if lacking:
-        if missing == "error":
-            raise ValueError(f"{len(lacking)} judged passages are not in the passage collection, e.g. "
-                             f"{sorted(lacking)[:5]} (pass missing='drop' to build on a partial collection)")
-        log.warning("dropping %d of %d judged passages that have no text", len(lacking), len(judged))
-        qrels = {q: {p: g for p, g in docs.items() if p not in lacking} for q, docs in qrels.items()}
-        qrels = {q: docs for q, docs in qrels.items() if docs}
+    if not lacking:
+        return qrels, 0
+    if missing == "error":
+        raise ValueError(f"{len(lacking)} judged passages are not in the passage collection, e.g. "
+                         f"{sorted(lacking)[:5]} (pass missing='drop' to build on a partial collection)")
+    log.warning("dropping %d of %d judged passages that have no text", len(lacking), len(judged))
+    qrels = {q: {p: g for p, g in docs.items() if p not in lacking} for q, docs in qrels.items()}
+    return {q: docs for q, docs in qrels.items() if docs}, len(lacking)
 
-    assign, primary = assign_judged(qrels, langs, variant, seed, bias_share, min_grade)
-    lang_of = LanguageMap(universe, assign, langs, seed)
-    del universe
 
-    written: Counter = Counter()
+def _write_collection(source: PassageSource, langs: Sequence[str], lang_of: LanguageMap,
+                      paths: MTrecPaths) -> tuple[Counter, set[str]]:
+    """Each passage once, in the language ``lang_of`` gives it, to the corpus and its language's corpus.
+
+    Returns the passages written per language and the pids written.
+    """
+    counts: Counter = Counter()
     seen: set[str] = set()
-    corpus_file = paths.corpus / "corpus.jsonl"
-    with io.atomic_write(corpus_file) as fc:
+    with io.atomic_write(paths.corpus / "corpus.jsonl") as fc:
         for lang in langs:
             with io.atomic_write(paths.by_lang[lang] / "corpus.jsonl") as fl:
                 for pid, text in source.passages(lang, keep=lambda p, lg=lang: lang_of(p) == lg):
@@ -372,43 +418,15 @@ def build_mtrec(topics, qrels, passages, variant: str = "even", seed: int = 0, o
                                        "lang": lang}, ensure_ascii=False) + "\n"
                     fc.write(line)
                     fl.write(line)
-                    written[lang] += 1
-    unwritten = [p for p in assign if p not in seen]
-    if unwritten:
-        raise ValueError(f"{len(unwritten)} judged passages have no text in their assigned language, "
-                         f"e.g. {unwritten[:5]}")
+                    counts[lang] += 1
+    return counts, seen
 
-    out_qrels = {q: {make_docid(assign[p], p): g for p, g in sorted(docs.items())} for q, docs in sorted(qrels.items())}
-    out_topics = {q: topics[q] for q in sorted(qrels)}
-    io.write_topics(paths.topics, out_topics)
-    io.write_qrels(paths.qrels, out_qrels)
 
-    grades = Counter()
-    for q, docs in qrels.items():
-        for p, g in docs.items():
-            grades[(g, assign[p])] += 1
-    stats = {
-        "name": paths.name, "variant": variant, "seed": seed, "languages": list(langs),
-        "bias_share": bias_share if variant == "biased" else None,
-        "min_grade": min_grade if variant == "biased" else None,
-        "docid": "{lang}-{pid}",
-        "passages": {lg: written[lg] for lg in langs}, "total_passages": sum(written.values()),
-        "queries": len(out_topics), "judgments": sum(len(d) for d in out_qrels.values()),
-        "judged_passages": len(assign), "dropped_judged_passages": len(lacking) if missing == "drop" else 0,
-        "judged_by_grade_and_language": {str(g): {lg: grades[(g, lg)] for lg in langs}
-                                         for g in sorted({g for g, _ in grades}, reverse=True)},
-        "primary_language": primary,
-        "files": {str(p.relative_to(Path(output_root))): n for p, n in
-                  [(corpus_file, sum(written.values()))] +
-                  [(paths.by_lang[lg] / "corpus.jsonl", written[lg]) for lg in langs] +
-                  [(paths.topics, len(out_topics)), (paths.qrels, sum(len(d) for d in out_qrels.values()))]},
-    }
-    with io.atomic_write(paths.stats) as f:
-        json.dump(stats, f, ensure_ascii=False, indent=2)
-        f.write("\n")
-    log.info("%s: %d passages (%s), %d queries, %d judgments", paths.name, sum(written.values()),
-             ", ".join(f"{lg} {written[lg]}" for lg in langs), len(out_topics), stats["judgments"])
-    return paths
+def _grade_language_table(qrels: Mapping[str, Mapping[str, int]], assign: Mapping[str, str],
+                          langs: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Judgments per relevance grade (highest first) and language."""
+    grades = Counter((g, assign[p]) for docs in qrels.values() for p, g in docs.items())
+    return {str(g): {lg: grades[(g, lg)] for lg in langs} for g in sorted({g for g, _ in grades}, reverse=True)}
 
 
 # ------------------------------------------------------------------ DL20 input

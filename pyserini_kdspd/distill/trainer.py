@@ -10,9 +10,15 @@ student on the same bitext does no teacher forward pass for pairs already seen.
 Learning-rate schedule: linear warmup to ``lr``, then linear decay to 0 at
 ``max_steps`` (``schedule="linear"``), or constant (``schedule="constant"``, the
 only choice with a minutes-only budget since the last step is unknown).
+
+A folder counts as finished (:func:`is_complete`) only through its training log,
+written last and marked complete only after at least one step and the saved
+weights; from the start of a run until then the log says incomplete. SIGINT and
+SIGTERM stop the loop after the current step with a checkpoint (:class:`Interrupted`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,8 +26,10 @@ import random
 import re
 import resource
 import shutil
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +37,20 @@ import torch
 from torch import nn
 
 from ..io import atomic_write
+from ..spd.student import CONFIG_NAME, QUERY_ENCODER_DIR
 from .bitext import Bitext, LanguageBatchSampler
 from .losses import Batch, KDEncoderLoss, MSELoss
 from .teacher import TargetCache, Teacher
 
 LOG_NAME = "training_log.json"
 CHECKPOINTS = "checkpoints"
-QUERY_ENCODER = "query_encoder"
 _CKPT_RE = re.compile(r"^step-(\d+)$")
 
 
 @dataclass
 class TrainingArguments:
-    """Hyper-parameters of a distillation run (defaults: paper section 3.3 + CPU measurements)."""
+    """Hyper-parameters of a distillation run (defaults: paper section 3.3, and the CPU choices the README
+    lists with their measurements)."""
 
     output_dir: str
     max_steps: int | None = None
@@ -55,7 +64,7 @@ class TrainingArguments:
     batch_per_language: int = 4
     max_length: int = 180
     seed: int = 42
-    precision: str = "auto"        # bf16 autocast only with native bf16 (see spd.bf16_supported)
+    precision: str | None = None   # auto | bf16 | fp32; None: $PYSERINI_KDSPD_PRECISION, else auto (runtime.resolve)
     freeze_embeddings: bool = False
     checkpoint_every: int = 100    # steps; 0 = only at the end
     checkpoint_minutes: float = 10.0
@@ -69,6 +78,10 @@ class TrainingArguments:
             raise ValueError("give a budget: max_steps and/or max_minutes")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError("max_minutes must be > 0")
+        if self.batch_per_language < 1:
+            raise ValueError("batch_per_language must be >= 1")
         if self.schedule not in ("linear", "constant"):
             raise ValueError("schedule must be 'linear' or 'constant'")
         if self.schedule == "linear" and self.max_steps is None:
@@ -111,11 +124,20 @@ def latest_checkpoint(output_dir) -> Path | None:
     return max(found)[1] if found else None
 
 
+class Interrupted(Exception):
+    """SIGINT/SIGTERM stopped training after ``step``; ``checkpoint`` (None before the first step) resumes it."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"{self.signal_name} after step {step}" + (f", checkpoint {checkpoint}" if checkpoint else ""))
+
+
 def is_complete(output_dir) -> bool:
     """A finished run: saved student + query encoder + a log marked complete."""
     out = Path(output_dir)
     log = out / LOG_NAME
-    if not (log.is_file() and (out / "kdspd_config.json").is_file() and (out / QUERY_ENCODER).is_dir()):
+    if not (log.is_file() and (out / CONFIG_NAME).is_file() and (out / QUERY_ENCODER_DIR).is_dir()):
         return False
     try:
         return bool(json.loads(log.read_text()).get("complete"))
@@ -128,20 +150,24 @@ class DistillationTrainer:
 
     ``dev`` (a :class:`~.dev.DevEvaluator`) runs before training, every
     ``dev_every`` steps and at the end. ``cache_dir`` overrides where teacher targets
-    are cached (default ``paths.cache_dir()``).
+    are cached (default ``paths.cache_dir()``). ``settings`` (JSON-able) is stored in
+    the log as the caller's account of what produced the weights (``train`` compares
+    it before reusing a folder).
     """
 
     def __init__(self, student: nn.Module, teacher: Teacher, bitexts: dict[str, Bitext], args: TrainingArguments,
-                 loss: nn.Module | None = None, dev=None, cache_dir=None):
+                 loss: nn.Module | None = None, dev=None, cache_dir=None, settings: dict | None = None):
         self.student, self.teacher, self.bitexts, self.args, self.dev = student, teacher, bitexts, args, dev
+        self.settings = settings
+        self._stop: int | None = None  # the signal number that asked the loop to stop
         if loss is None:
             loss = KDEncoderLoss(args.max_length) if student.config.student == "mean" else MSELoss(args.max_length)
         self.loss = loss
         self.output = Path(args.output_dir)
         self.caches = {lang: TargetCache(teacher, b.english, f"bitext-{lang}-{b.english_key()}", cache_dir)
                        for lang, b in bitexts.items()}
-        from ..spd import resolve_precision
-        self.precision = resolve_precision(args.precision)
+        from ..runtime import resolve
+        self.precision = resolve(precision=args.precision).precision_for(student.device)
         self._teacher_dim_check()
 
     def _teacher_dim_check(self):
@@ -164,7 +190,7 @@ class DistillationTrainer:
         groups = [{"params": ps, "lr": head_lr if head else self.args.lr,
                    "weight_decay": 0.0 if nd else self.args.weight_decay}
                   for (head, nd), ps in sorted(buckets.items())]
-        try:  # the fused CPU kernel: 1.8x faster than the default per-tensor loop (measured, 22M params)
+        try:  # the fused CPU kernel is faster than the default per-tensor loop (README: training notes)
             opt = torch.optim.AdamW(groups, lr=self.args.lr, fused=True)
         except (RuntimeError, TypeError, ValueError):
             opt = torch.optim.AdamW(groups, lr=self.args.lr)
@@ -193,8 +219,8 @@ class DistillationTrainer:
                      english=[e.english for e in examples], targets=torch.from_numpy(targets))
 
     def _autocast(self):
-        from ..spd import autocast
-        return autocast(self.precision)
+        from ..runtime import autocast
+        return autocast(self.precision, self.student.device)
 
     def _save_checkpoint(self, step, opt, sched, sampler, state: dict) -> Path:
         for cache in self.caches.values():
@@ -213,7 +239,35 @@ class DistillationTrainer:
         olds = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT_RE.match(p.name)))
         for _, p in olds[:-max(1, self.args.keep_checkpoints)]:
             shutil.rmtree(p, ignore_errors=True)
+        self._write_log(state)
         return final
+
+    def _write_log(self, log: dict) -> None:
+        with atomic_write(self.output / LOG_NAME) as f:
+            json.dump(log, f, indent=1, default=_json_default)
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT/SIGTERM ask the loop to stop after the current step; a second one stops at once."""
+        self._stop = None
+        if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+            yield
+            return
+
+        def ask(signum, frame):
+            if self._stop is not None:
+                raise KeyboardInterrupt
+            self._stop = signum
+            # os.write, not print: the handler may run inside a print (tqdm's) and buffered streams are not reentrant
+            os.write(2, f"\n{signal.Signals(signum).name}: finishing the current step, then saving a checkpoint "
+                        f"(again to stop at once)\n".encode())
+
+        previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     def _evaluate(self, step: int, log: dict) -> None:
         if self.dev is None:
@@ -229,9 +283,19 @@ class DistillationTrainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, resume: bool = False) -> dict:
-        """Run to the budget; returns the training log (also written to ``training_log.json``)."""
+        """Run to the budget; returns the training log (also written to ``training_log.json``).
+
+        Without ``resume`` earlier checkpoints in the folder are discarded. Raises :class:`Interrupted`
+        when SIGINT/SIGTERM stopped it (after the current step, with a checkpoint).
+        """
+        with self._stop_on_signals():
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict:
         args = self.args
         self.output.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            shutil.rmtree(self.output / CHECKPOINTS, ignore_errors=True)
         set_seed(args.seed)
         opt, sched = self._optimizer()
         sampler = LanguageBatchSampler(self.bitexts, args.batch_per_language, args.seed)
@@ -250,18 +314,26 @@ class DistillationTrainer:
             log = state["log"]
             log["resumed_from"].append(step)
             print(f"resumed from {ckpt} (step {step})", flush=True)
-        elif self.dev is not None:
-            self._evaluate(0, log)
 
-        self.student.train()
         trainable = sum(p.numel() for p in self.student.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.student.parameters())
         log.update({"trainable_parameters": trainable, "parameters": total, "precision": self.precision,
                     "threads": torch.get_num_threads(), "teacher": self.teacher.query_settings(),
                     "teacher_precision": self.teacher.precision, "args": asdict(args),
                     "languages": sampler.batch_languages, "loss": type(self.loss).__name__})
+        if self.settings is not None:
+            log["settings"] = self.settings
+        self._write_log(log)  # says "incomplete" (over any earlier complete log) until finalize
+        if ckpt is None and self.dev is not None:
+            self._evaluate(0, log)
+        self.student.train()
         budget_s = args.max_minutes * 60 if args.max_minutes is not None else math.inf
         started = time.time() - log["elapsed_seconds"]
+
+        def budget_left() -> bool:  # a minutes budget always gets its first step: no run ends with none
+            if args.max_steps is not None and step >= args.max_steps:
+                return False
+            return step == 0 or time.time() - started < budget_s
         last_ckpt_time = time.time()
         pbar = None
         if args.progress:
@@ -270,7 +342,8 @@ class DistillationTrainer:
                         unit="step", dynamic_ncols=True)
         running = []
         computed_before = sum(c.computed for c in self.caches.values())
-        while (args.max_steps is None or step < args.max_steps) and time.time() - started < budget_s:
+        first = step
+        while budget_left() and self._stop is None:
             t0 = time.time()
             batch = self.make_batch(sampler.next_batch())
             t1 = time.time()
@@ -294,7 +367,7 @@ class DistillationTrainer:
                 pbar.update(1)
                 pbar.set_postfix(loss=f"{np.mean(running):.3e}", lr=f"{sched.get_last_lr()[0]:.2e}")
             log["elapsed_seconds"] = time.time() - started
-            done = (args.max_steps is not None and step >= args.max_steps) or time.time() - started >= budget_s
+            done = not budget_left() or self._stop is not None
             if args.dev_every and step % args.dev_every == 0 and not done:
                 self._evaluate(step, log)
                 self.student.train()
@@ -307,28 +380,34 @@ class DistillationTrainer:
         log["targets_computed"] = log.get("targets_computed", 0) + \
             sum(c.computed for c in self.caches.values()) - computed_before
         log["elapsed_seconds"] = time.time() - started
-        self._save_checkpoint(step, opt, sched, sampler, log)  # lets --resume extend a finished run
-        self.student.eval()
-        if self.dev is not None and (not log["dev"] or log["dev"][-1]["step"] != step):
-            self._evaluate(step, log)
+        # the last checkpoint lets --resume continue an interrupted run or extend a finished one
+        ckpt = self._save_checkpoint(step, opt, sched, sampler, log) if step > first else latest_checkpoint(self.output)
+        if self._stop is None:
+            self.student.eval()
+            if self.dev is not None and (not log["dev"] or log["dev"][-1]["step"] != step):
+                self._evaluate(step, log)
+        if self._stop is not None:
+            raise Interrupted(self._stop, step, ckpt)
         self.finalize(step, log)
         return log
 
     def finalize(self, step: int, log: dict) -> None:
-        """Save the student, a copy of the teacher as ``query_encoder/`` and ``training_log.json``."""
+        """Save the student, a copy of the teacher as ``query_encoder/`` and, last, ``training_log.json``
+        marked complete."""
+        if step < 1:
+            raise ValueError(f"{self.output}: no step trained; a folder is never marked complete without one")
         settings = self.teacher.query_settings()
-        settings["path"] = QUERY_ENCODER  # relative to the student folder: self-contained
+        settings["path"] = QUERY_ENCODER_DIR  # relative to the student folder: self-contained
         settings["source"] = self.teacher.path
         self.student.config.teacher = settings
-        self.teacher.save_query_encoder(self.output / QUERY_ENCODER)
+        self.teacher.save_query_encoder(self.output / QUERY_ENCODER_DIR)
         self.student.save_pretrained(self.output)
         secs = log["step_seconds"][1:] or log["step_seconds"]
         log.update({"complete": True, "steps": step, "seconds_per_step": float(np.mean(secs)) if secs else None,
                     "seconds_per_step_median": float(np.median(secs)) if secs else None,
                     "peak_rss_mb": round(peak_rss_mb(), 1),
                     "final_loss": float(np.mean([l for _, l in log["losses"][-50:]])) if log["losses"] else None})
-        with atomic_write(self.output / LOG_NAME) as f:
-            json.dump(log, f, indent=1, default=_json_default)
+        self._write_log(log)
 
 
 def _json_default(o):

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Mapping, Union
 
-from ..io import FormatError, Run, newer, read_jsonl, read_topics, write_jsonl, write_run
+from ..io import (FormatError, Run, check_collection, collection_files, newer, read_jsonl, read_topics,
+                  write_jsonl, write_run)
 from .analyzers import analyze, spec, whitespace_analyzer
 
 log = logging.getLogger(__name__)
@@ -37,22 +38,13 @@ META = "pyserini_kdspd.json"  # written beside the Lucene files: which analysis 
 K1, B = 0.9, 0.4  # Anserini's BM25 defaults
 
 
-def _corpus_files(corpus_dir: Path) -> list[Path]:
-    if corpus_dir.is_file():
-        return [corpus_dir]
-    files = sorted(p for p in corpus_dir.iterdir() if p.suffix in (".jsonl", ".json") and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"{corpus_dir}: no .jsonl files (expected a JsonCollection folder)")
-    return files
-
-
 def _pretokenize(corpus_dir: Path, out_dir: Path, lang: str) -> tuple[int, list[str]]:
     """Write a copy of the collection whose ``contents`` are the analysed terms (original kept in ``text``).
 
     Returns the number of records and the ids of those left with no term (Anserini skips them as empty).
     """
     n, empty = 0, []
-    for f in _corpus_files(corpus_dir):
+    for f in collection_files(corpus_dir):
         recs = []
         for i, rec in enumerate(read_jsonl(f), 1):
             if "id" not in rec or not isinstance(rec.get("contents"), str):
@@ -79,7 +71,7 @@ def index_current(index_dir, corpus_dir, lang: str) -> bool:
     except ValueError:
         return False
     return (meta.get("lang") == lang and meta.get("analyzer") == spec(lang).java
-            and all(newer(meta_file, f) for f in _corpus_files(Path(corpus_dir))))
+            and all(newer(meta_file, f) for f in collection_files(corpus_dir)))
 
 
 def build_index(corpus_dir, index_dir, lang: str, threads: int = 2, overwrite: bool = False,
@@ -92,12 +84,13 @@ def build_index(corpus_dir, index_dir, lang: str, threads: int = 2, overwrite: b
     s = spec(lang)
     if not corpus_dir.exists():
         raise FileNotFoundError(f"{corpus_dir}: no such collection")
-    files = _corpus_files(corpus_dir)
+    files = collection_files(corpus_dir)
     if reuse and not overwrite:
         if index_current(index_dir, corpus_dir, lang):
             log.info("reusing %s", index_dir)
             return index_dir
         overwrite = True  # stale or unfinished: rebuild
+    check_collection(corpus_dir)  # before an existing index is removed: Anserini would index it regardless
     if index_dir.exists():
         if not overwrite and any(index_dir.iterdir()):
             raise FileExistsError(f"{index_dir} exists and is not empty (pass overwrite=True / --overwrite)")
@@ -164,7 +157,11 @@ def _num_docs(index_dir: Path) -> int:
 
 
 def index_language(index_dir) -> str | None:
-    meta = Path(index_dir) / META
+    """The language :func:`build_index` recorded in the index (None for an index made otherwise)."""
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        raise FileNotFoundError(f"{index_dir}: no such index")
+    meta = index_dir / META
     if meta.is_file():
         return json.loads(meta.read_text(encoding="utf-8")).get("lang")
     return None
@@ -219,8 +216,6 @@ def search(index_dir, queries: Mapping[str, Query], lang: str | None = None, k: 
     from pyserini.search.lucene import LuceneSearcher
 
     index_dir = Path(index_dir)
-    if not index_dir.is_dir():
-        raise FileNotFoundError(f"{index_dir}: no such index")
     recorded = index_language(index_dir)
     if lang is None:
         if recorded is None:
@@ -272,7 +267,7 @@ def _translate(args, topics: dict[str, str], lang: str) -> dict[str, Query]:
         tr = HumanTranslator(pattern, source_topics=topics)
     elif mode == "file":
         if not args.translation_file:
-            raise SystemExit("--translation file needs --translation-file (TSV qid<TAB>lang<TAB>text, "
+            raise ValueError("--translation file needs --translation-file (TSV qid<TAB>lang<TAB>text, "
                              "or a topics path with {lang})")
         tr = FileTranslator(args.translation_file, source_topics=topics)
     elif mode == "nmt":
@@ -288,7 +283,7 @@ def _sibling_topics(topics_path: str, source_lang: str) -> str:
     p = Path(topics_path)
     marker = f".{source_lang}."
     if marker not in p.name:
-        raise SystemExit(f"cannot derive per-language topics from {p.name} (no {marker!r}); pass --translation-file")
+        raise ValueError(f"cannot derive per-language topics from {p.name} (no {marker!r}); pass --translation-file")
     return str(p.with_name(p.name.replace(marker, ".{lang}.")))
 
 
@@ -321,20 +316,27 @@ def main(argv=None) -> int:
     se.add_argument("--nmt-model", default=None, help="Hugging Face model id (default: NLLB-200 distilled 600M)")
     se.add_argument("--tag", default=None)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .._cli import configure_logging, run_cli
+
+    configure_logging()
+    return run_cli(lambda: _main(args))
+
+
+def _main(args) -> None:
+    """Build the index or search it, as ``args.cmd`` says."""
     if args.cmd == "index":
         build_index(args.corpus, args.index, args.language, threads=args.threads, overwrite=args.overwrite)
-        return 0
-    lang = args.language or index_language(args.index)
+        return
+    recorded = index_language(args.index)  # a missing index fails here, before any translation
+    lang = args.language or recorded
     if lang is None:
-        raise SystemExit(f"{args.index} records no language: pass --language")
+        raise ValueError(f"{args.index} records no language: pass --language")
     topics = read_topics(args.topics)
     queries = _translate(args, topics, lang)
     t0 = time.time()
     run = search(args.index, queries, lang, k=args.hits, k1=args.k1, b=args.b, threads=args.threads)
     write_run(args.output, run, tag=args.tag or f"bm25-{args.translation}-{lang}", depth=args.hits)
     log.info("%d queries searched in %.1fs -> %s", len(run), time.time() - t0, args.output)
-    return 0
 
 
 if __name__ == "__main__":

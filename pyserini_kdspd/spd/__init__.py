@@ -4,7 +4,6 @@
 ``Student.from_pretrained(folder)`` loads a trained one; ``student.encode(texts, langs)``
 gives document vectors. See :mod:`pyserini_kdspd.spd.student`.
 """
-from ._precision import autocast, bf16_supported, resolve_precision
 from .decoders import CrossAttentionLayer, SPDDecoder, UTSPDDecoder
 from .languages import LanguageIdentifier, normalize_lang
 from .prompts import DecomposedPrompts
@@ -12,6 +11,6 @@ from .student import CONFIG_NAME, DEFAULT_LANGUAGES, KINDS, WEIGHTS_NAME, Studen
 
 __all__ = [
     "Student", "StudentConfig", "DecomposedPrompts", "SPDDecoder", "UTSPDDecoder", "CrossAttentionLayer",
-    "bf16_supported", "resolve_precision", "autocast", "normalize_lang", "LanguageIdentifier",
+    "normalize_lang", "LanguageIdentifier",
     "CONFIG_NAME", "WEIGHTS_NAME", "DEFAULT_LANGUAGES", "KINDS",
 ]

@@ -32,10 +32,6 @@ class DecomposedPrompts(nn.Module):
         self.lang_v = nn.Parameter(torch.empty(num_languages, hidden_size))  # v_k rows
         self.reset_parameters()
 
-    @property
-    def average_index(self) -> int:
-        return self.num_languages
-
     def reset_parameters(self) -> None:
         # Xavier (paper); u and v are initialised as the K x l and K x d matrices they
         # form, so the fan sizes (and hence scale) do not depend on how many

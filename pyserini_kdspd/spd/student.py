@@ -36,7 +36,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._precision import autocast, resolve_precision
+from ..io import write_json
+from ..runtime import autocast, encode_sorted, resolve
 from .decoders import SPDDecoder, UTSPDDecoder
 from .languages import LanguageIdentifier, normalize_lang
 from .prompts import DecomposedPrompts
@@ -44,6 +45,7 @@ from .prompts import DecomposedPrompts
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "kdspd_config.json"
+QUERY_ENCODER_DIR = "query_encoder"  # the teacher's query side, saved inside the student folder
 WEIGHTS_NAME = "model.safetensors"
 ENCODER_SUBDIR = "encoder"
 KINDS = ("spd", "utspd", "mean")
@@ -130,9 +132,7 @@ class StudentConfig:
         if path.is_dir() or path.suffix != ".json":
             path.mkdir(parents=True, exist_ok=True)
             path = path / CONFIG_NAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
         return path
 
     def dimension(self, folder: str | os.PathLike) -> int:
@@ -164,12 +164,10 @@ class StudentConfig:
 
 def _resolve_encoder(name: str) -> str:
     """Local folders as is; aliases (e.g. ``multilingual-e5-small``) via models.resolve_model."""
-    if os.path.isdir(name):
+    if os.path.isdir(name):  # a local folder wins over an alias of the same name
         return name
-    try:
-        from ..models import resolve_model
-    except ImportError:  # models.py not available: treat the name as an HF id/path
-        return name
+    from ..models import resolve_model
+
     return resolve_model(name)
 
 
@@ -313,21 +311,6 @@ class Student(nn.Module):
         """Index of the "average" prompt slot used for languages not seen in training."""
         return len(self.config.languages)
 
-    def part_parameters(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by part (for per-part learning rates / freezing in the trainer)."""
-        parts = {"encoder": list(self.encoder.parameters())}
-        if self.prompts is not None:
-            parts["prompts"] = list(self.prompts.parameters())
-        if self.decoder is not None:
-            parts["decoder"] = list(self.decoder.parameters())
-        if self.projection is not None:
-            parts["projection"] = list(self.projection.parameters())
-        return parts
-
-    def gradient_checkpointing_enable(self) -> None:
-        """Trade compute for memory in the encoder (HF gradient checkpointing)."""
-        self.encoder.gradient_checkpointing_enable()
-
     def lang_id(self, lang: str | None) -> int | None:
         """Slot of one language code; unknown -> average slot (warns once); None/"" -> None."""
         code = normalize_lang(lang)
@@ -437,48 +420,43 @@ class Student(nn.Module):
         return pooled
 
     @torch.inference_mode()
-    def encode(self, texts: Iterable[str], langs: Sequence[str | None] | str | None = None, batch_size: int = 64,
-               max_length: int | None = None, precision: str = "auto") -> np.ndarray:
+    def encode(self, texts: Iterable[str], langs: Sequence[str | None] | str | None = None,
+               batch_size: int | None = None, max_length: int | None = None, precision: str | None = None) -> np.ndarray:
         """(n, output_dim) float32 vectors in input order.
 
-        Texts are sorted by token length and run in length-homogeneous batches (little
-        padding: ~2x faster than corpus order), under bf16 autocast when the CPU has native
-        bf16 (``precision="auto"``; force with "bf16"/"fp32"). Texts longer than
-        ``max_length`` tokens (default config.max_length, incl. prefix and special tokens)
-        are truncated; empty texts are encoded as the prefix alone. ``langs``: one code per
+        ``batch_size``, ``max_length`` and ``precision`` left at None come from
+        :func:`pyserini_kdspd.runtime.resolve` (environment, then this model's config, then
+        64 / config.max_length / "auto": bf16 autocast where the hardware has native bf16).
+        Texts run in length-sorted batches (:func:`~pyserini_kdspd.runtime.encode_sorted`).
+        Texts longer than ``max_length`` tokens (incl. prefix and special tokens) are
+        truncated; empty texts are encoded as the prefix alone. ``langs``: one code per
         text, one code for all, or None to identify languages (see :meth:`lang_ids`).
         """
         texts = self._check_texts(texts)
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        n = len(texts)
-        if n == 0:
+        settings = resolve(self.config.to_dict(), batch_size=batch_size, max_length=max_length, precision=precision)
+        if not texts:
             return np.zeros((0, self.output_dim), dtype=np.float32)
-        needs_lang = self.decoder is not None
-        ids_lang = self.lang_ids(langs, texts) if needs_lang else None
-        encoded = self.tokenize(texts, max_length=max_length, padding=False)["input_ids"]
-        lengths = np.fromiter((len(x) for x in encoded), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")  # longest first: peak memory shows up at once
+        ids_lang = self.lang_ids(langs, texts) if self.decoder is not None else None
+        encoded = self.tokenize(texts, max_length=settings.max_length, padding=False)["input_ids"]
+        lengths = [len(x) for x in encoded]
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         device = self.device
-        prec = resolve_precision(precision, device)
-        out = np.empty((n, self.output_dim), dtype=np.float32)
+        prec = settings.precision_for(device)
+
+        def encode_batch(idx: np.ndarray) -> np.ndarray:
+            width = max(max(lengths[j] for j in idx), 1)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, j in enumerate(idx):
+                ids[row, :lengths[j]] = torch.as_tensor(encoded[j], dtype=torch.long)
+                mask[row, :lengths[j]] = 1
+            lid = ids_lang[torch.as_tensor(idx)] if ids_lang is not None else None
+            with autocast(prec, device):
+                return self.forward(ids.to(device), mask.to(device), lid).cpu().numpy()
+
         was_training = self.training
         self.eval()
         try:
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                width = max(int(lengths[idx[0]]), 1)
-                ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, j in enumerate(idx):
-                    seq = encoded[j]
-                    ids[row, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-                    mask[row, :len(seq)] = 1
-                lid = ids_lang[torch.as_tensor(idx)] if needs_lang else None
-                with autocast(prec, device):
-                    vecs = self.forward(ids.to(device), mask.to(device), lid)
-                out[idx] = vecs.float().cpu().numpy()
+            return encode_sorted(lengths, encode_batch, settings.batch_size, self.output_dim)
         finally:
             self.train(was_training)
-        return out

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-from ...io import FormatError, _lines, read_topics
+from ...io import FormatError, read_topics, text_lines
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class FileTranslator:
     @staticmethod
     def _read_multilingual(path: Path) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
-        for lineno, line in _lines(path):
+        for lineno, line in text_lines(path):
             parts = line.split("\t")
             if len(parts) != 3 or not all(p.strip() for p in parts):
                 raise FormatError(path, lineno, f"expected 'qid<TAB>lang<TAB>text', got {line[:80]!r}")

