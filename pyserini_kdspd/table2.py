@@ -6,6 +6,13 @@ what to run and in which order, reuses whatever already exists (``--force`` to
 redo), times each stage, and prints the table with the paper's significance
 marks (dagger over mDPR, double dagger over KD-Encoder, paired two-tailed t-test, p < 0.05).
 A collection whose inputs are absent is skipped with one line naming the files it needs.
+
+Nothing that feeds the table depends on wall-clock time: the students train for a fixed
+number of steps, every random choice is drawn from ``--seed``, and what made the table
+(command, seed, machine, hashes of every run, student and SMT table) is written next to
+it as ``runs/<collection>/table2.json``, with the stage times in ``stages.json``.
+``--readme`` renders these into README.md between ``<!-- table2:<collection>:start -->``
+and ``<!-- table2:<collection>:end -->``, so the README's table is never typed by hand.
 """
 from __future__ import annotations
 
@@ -13,15 +20,18 @@ import argparse
 import contextlib
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 from . import io
 from .io import newer
 from .paths import data_dir
+from .train import POSITIVE_INT
 
 log = logging.getLogger("pyserini_kdspd.table2")
 
@@ -35,6 +45,12 @@ ROW_ORDER = [
 MARKS = {"†": "mDPR", "‡": "KD-Encoder"}
 SYSTEMS = ("bm25", "dense", "kd")
 COLLECTIONS = ("lareqa", "mtrec", "clef")
+# Optimizer steps per student: quick is sized for about an hour side by side on a 2-core CPU (README: Table 2).
+TRAIN_STEPS = {"quick": 1200, "full": 4800}
+# eflomal reads its sampler's seed from /dev/urandom (no flag sets it); IBM Model 1 is deterministic.
+SMT_ALIGNERS = ("eflomal", "ibm1")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # the ones that set training speed here
+STUDENTS = (("KD-SPD", "spd", "kdspd"), ("KD-Encoder", "mean", "kd-encoder"))  # label, train --student, folder
 
 
 @dataclass
@@ -59,7 +75,8 @@ class Settings:
     encoder: str = "multilingual-e5-small"     # the student's backbone (offline default)
     mdpr: str = "multilingual-e5-small"        # the multilingual dense baseline (online: castorini/mdpr-tied-pft-msmarco)
     teacher: str = "all-MiniLM-L6-v2"          # the English teacher (online: an ANCE / sentence-transformers model)
-    train_minutes: float = 60.0
+    train_steps: int = TRAIN_STEPS["quick"]
+    smt_aligner: str = "eflomal"
     bitext: Path | None = None
     hits: int = 100
     seed: int = 0
@@ -71,6 +88,7 @@ class Settings:
     collections: tuple = COLLECTIONS
     mmarco_dir: Path | None = None             # mTREC: the user's mMARCO translations
     clef_dir: Path | None = None               # CLEF 2000-2003: the user's licensed copy
+    command: str = "python -m pyserini_kdspd.table2"  # as typed, recorded with the table
 
 
 class Stages:
@@ -161,19 +179,42 @@ def _last_progress(log_file: Path) -> str:
     return parts[-1][:150] if parts else ""
 
 
+def training_log(folder: Path) -> dict | None:
+    """The student folder's ``training_log.json``, or None when it has none."""
+    from .distill.trainer import LOG_NAME
+
+    path = Path(folder) / LOG_NAME
+    return io.read_json(path) if path.is_file() else None
+
+
+def budget_kind(log: dict) -> str:
+    """"steps" or "minutes" (any wall-clock limit); logs written before the trainer recorded it say so by args."""
+    return log.get("budget") or ("minutes" if (log.get("args") or {}).get("max_minutes") is not None else "steps")
+
+
 def train_students(s: Settings, st: Stages) -> dict[str, Path]:
-    """KD-SPD and KD-Encoder on the same bitext with the same budget (teacher targets are shared).
+    """KD-SPD and KD-Encoder on the same bitext for the same number of steps (teacher targets are shared).
 
     The two runs go side by side, one thread each: on a 2-core CPU two 1-thread runs get
     more steps in the same wall time than two sequential 2-thread ones (README: training
-    notes). Each run logs to ``models/<name>.train.log``.
+    notes). Each run logs to ``models/<name>.train.log``. A folder trained on a minutes
+    budget is refused (``train --resume`` would count its steps as this budget reached, or
+    extend it): its weights depend on the machine's speed, not on the settings.
     """
+    targets = {label: s.root / "models" / folder for label, _, folder in STUDENTS}
+    if not s.force:
+        for target in targets.values():
+            if (log := training_log(target)) is not None and budget_kind(log) == "minutes":
+                raise ValueError(f"{target}: its training_log.json records a wall-clock budget (train "
+                                 f"--max-minutes), whose step count depends on the machine's speed; Table 2 takes "
+                                 f"students trained for a number of steps: pass --force to retrain it with "
+                                 f"--train-steps {s.train_steps}, or move {target} away")
     jobs = {}
-    with st(f"train KD-SPD and KD-Encoder side by side ({s.train_minutes:g} min budget each)"):
-        for label, kind, folder in (("KD-SPD", "spd", "kdspd"), ("KD-Encoder", "mean", "kd-encoder")):
-            target = s.root / "models" / folder
+    with st(f"train KD-SPD and KD-Encoder side by side ({s.train_steps} steps each)"):
+        for label, kind, _ in STUDENTS:
+            target = targets[label]
             cmd = [sys.executable, "-m", "pyserini_kdspd.train", "--student", kind, "--encoder", s.encoder,
-                   "--teacher", s.teacher, "--output", str(target), "--max-minutes", str(s.train_minutes),
+                   "--teacher", s.teacher, "--output", str(target), "--max-steps", str(s.train_steps),
                    "--seed", str(s.seed), "--threads", str(max(1, s.threads // 2)), "--resume"]
             if s.bitext:
                 cmd += ["--bitext", str(s.bitext)]
@@ -181,7 +222,7 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
                 cmd += ["--data-dir", str(s.data)]
             if s.force:
                 cmd.append("--force")
-            log_file = s.root / "models" / f"{folder}.train.log"
+            log_file = target.parent / f"{target.name}.train.log"
             log_file.parent.mkdir(parents=True, exist_ok=True)
             print(f"[train] {label}: {' '.join(cmd)}\n        log: {log_file}", flush=True)
             f = open(log_file, "a", encoding="utf-8")  # a reused or resumed run keeps the earlier log
@@ -242,14 +283,19 @@ def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Pat
     return rows
 
 
+def smt_dir(s: Settings) -> Path:
+    """Where the SMT tables live: one folder per aligner, so that switching aligners never reuses the other's."""
+    return s.root / "models" / ("smt" if s.smt_aligner == "eflomal" else f"smt-{s.smt_aligner}")
+
+
 def translators(col: Collection, s: Settings):
     """(row label, slug, factory lang -> translator) for the query-translation baselines available here."""
     from .search.translate.nmt import FileTranslator, HFTranslator, HumanTranslator
     from .search.translate.smt import SMTTranslator
 
     bitext = s.bitext or (s.data / "bitext" if s.data else None)
-    out = [("SMT", "smt", lambda lang: SMTTranslator.for_language(lang, model_dir=s.root / "models" / "smt",
-                                                                  bitext_dir=bitext))]
+    out = [("SMT", "smt", lambda lang: SMTTranslator.for_language(lang, model_dir=smt_dir(s), bitext_dir=bitext,
+                                                                  aligner=s.smt_aligner))]
     if s.nmt == "human" and col.translations:
         pattern = str(next(iter(col.translations.values()))).replace(
             f".{next(iter(col.translations))}.", ".{lang}.")
@@ -344,12 +390,172 @@ def run(s: Settings) -> int:
         out = s.root / "runs" / col.name / ("table2.tex" if s.latex else "table2.md")
         with io.atomic_write(out) as f:
             f.write(text + "\n")
-        outputs.append((col, text, out))
-    for col, text, out in outputs:
+        outputs.append((col, rows, text, out))
+    for col, _, text, out in outputs:
         print(f"\n## Table 2: {col.name} (English queries, top {s.hits}; written to {out})\n")
         print(text)
     print("\n" + st.summary())
+    for col, rows, _, _ in outputs:
+        record(col, s, rows, students, st, others=[c.name for c in collections if c is not col])
     return 0
+
+
+# ------------------------------------------------------------------ what made the table, and the README
+def cpu_info() -> dict:
+    """The CPU's model name and the flags that set training and encoding speed (README: Runtime settings)."""
+    from .runtime import _cpuinfo_flags, bf16_supported
+
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    flags = _cpuinfo_flags()
+    return {"model": model, "cores": os.cpu_count(), "flags": [x for x in CPU_FLAGS if x in flags],
+            "native_bf16": bf16_supported()}
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in ("torch", "transformers", "pyserini", "faiss-cpu", "eflomal"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def record(col: Collection, s: Settings, rows: dict[str, Path], students: dict[str, Path], st: Stages,
+           others: list[str]) -> None:
+    """Write what made ``runs/<collection>/table2.md`` next to it, for ``--readme`` and for checking a rerun.
+
+    ``table2.json``: the command, the seed and what it drives, the machine, library versions, and the
+    SHA-256 of every row's run file, of the student weights and of the SMT tables (eflomal takes no seed,
+    so its tables are identified by content). ``stages.json``: this run's stage times (without the stages
+    of the ``others`` collections), after those of the earlier runs since the last ``--force``.
+    """
+    from .search.translate.smt import model_path
+    from .spd.student import WEIGHTS_NAME
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, s.root)
+
+    runs_dir = s.root / "runs" / col.name
+    finished = time.strftime("%Y-%m-%d %H:%M:%S")
+    seeded = ["round robin: the language order of every round, per query (seed, query id)"]
+    if students:
+        seeded.insert(0, "students (train --seed): initialisation, dropout, the order of the bitext batches")
+    if col.name.startswith("mtrec"):
+        seeded.append("mTREC: the language of every passage")
+    meta = {"collection": col.name, "command": s.command, "finished": finished, "seed": s.seed, "seeded": seeded,
+            "mode": s.mode, "train_steps": s.train_steps if students else None, "hits": s.hits,
+            "threads": s.threads, "cpu": cpu_info(), "versions": _versions(),
+            "students": {label: {"folder": rel(folder), "weights_sha256": io.sha256_file(folder / WEIGHTS_NAME)}
+                         for label, folder in students.items()},
+            "runs": {label: {"file": rel(path), "sha256": io.sha256_file(path)} for label, path in rows.items()}}
+    if any(label.startswith("SMT ") for label in rows):
+        tables = {lang: model_path(smt_dir(s), lang) for lang in sorted(col.by_lang) if lang != "en"}
+        meta["smt"] = {"aligner": s.smt_aligner, "tables": {lang: {"file": rel(p), "sha256": io.sha256_file(p)}
+                                                            for lang, p in tables.items() if p.is_file()}}
+        if s.smt_aligner == "eflomal":
+            meta["unseeded"] = ["SMT tables: eflomal seeds its samplers from /dev/urandom (no flag sets it); "
+                                "a rerun reuses the tables under " + rel(smt_dir(s)) + " (sha256 above), and "
+                                "--smt-aligner ibm1 trains deterministic ones"]
+    io.write_json(runs_dir / "table2.json", meta)
+    stages_file = runs_dir / "stages.json"
+    history = [] if s.force or not stages_file.is_file() else io.read_json(stages_file)["runs"]
+    history.append({"command": s.command, "finished": finished,
+                    "stages": [[name, round(t, 1)] for name, t in st.times
+                               if not any(name.startswith(f"{o}: ") for o in others)]})
+    io.write_json(stages_file, {"runs": history})
+
+
+def _students_table(root: Path, students: dict) -> list[str]:
+    lines = ["| student | budget | steps | s/step (wall) | s/step (median step) | seed | precision | threads "
+             "| peak RSS (GB) |", "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    for label, entry in students.items():
+        folder = root / entry["folder"]
+        log = training_log(folder)
+        if log is None or not log.get("complete"):
+            raise FileNotFoundError(f"{folder}: no complete training_log.json; the table in runs/ was made with "
+                                    f"this student: rerun the driver to retrain it")
+        steps = log["steps"]
+        lines.append(f"| {label} | {budget_kind(log)} | {steps} | {log['elapsed_seconds'] / steps:.2f} "
+                     f"| {log['seconds_per_step_median']:.2f} | {log['args']['seed']} | {log['precision']} "
+                     f"| {log['threads']} | {log['peak_rss_mb'] / 1024:.1f} |")
+    return lines
+
+
+def _stages_table(history: list[dict]) -> list[str]:
+    """The first run since the last ``--force`` (the one that built what the later runs reuse) and the latest."""
+    shown = history[:1] if len(history) == 1 else [history[0], history[-1]]
+    times = [dict(run["stages"]) for run in shown]
+    names = list(dict.fromkeys(name for t in times for name in t))
+    if len(shown) == 1:
+        lines = [f"Stage wall times of `{shown[0]['command']}` ({shown[0]['finished']}):", "",
+                 "| stage | s |", "|---|---:|"]
+    else:
+        lines = [f"Stage wall times of the first driver run since the last `--force` ({shown[0]['finished']}, "
+                 f"`{shown[0]['command']}`) and of the latest ({shown[1]['finished']}, `{shown[1]['command']}`), "
+                 f"which reuses what the runs before it made:", "",
+                 "| stage | first run (s) | latest run (s) |", "|---|---:|---:|"]
+    lines += [f"| {name} | " + " | ".join(f"{t[name]:.0f}" if name in t else "-" for t in times) + " |"
+              for name in names]
+    lines.append("| **total** | " + " | ".join(f"**{sum(t.values()):.0f} ({sum(t.values()) / 60:.0f} min)**"
+                                               for t in times) + " |")
+    return lines
+
+
+def readme_block(root: Path, name: str) -> str:
+    """The README block of one collection: how it was made, Table 2, the students, the stage times."""
+    runs_dir = root / "runs" / name
+    for f in ("table2.md", "table2.json", "stages.json"):
+        if not (runs_dir / f).is_file():
+            raise FileNotFoundError(f"{runs_dir / f}: missing; the driver writes it: run `python -m "
+                                    f"pyserini_kdspd.table2 --collections {name}` (without --latex) first; it "
+                                    f"reuses every output it finds")
+    meta = io.read_json(runs_dir / "table2.json")
+    cpu = meta["cpu"]
+    steps = f", {meta['train_steps']} training steps per student" if meta["students"] else ""
+    lines = [f"<!-- written by `python -m pyserini_kdspd.table2 --readme` from runs/{name}/ and the students' "
+             f"training logs; edits here are overwritten -->",
+             f"`{meta['command']}` (seed {meta['seed']}{steps}) finished {meta['finished']} on {cpu['model']} "
+             f"({cpu['cores']} cores; {' '.join(cpu['flags']) or 'no AVX2'}; native bf16: "
+             f"{'yes' if cpu['native_bf16'] else 'no'}), torch {meta['versions'].get('torch', '?')}.", "",
+             (runs_dir / "table2.md").read_text(encoding="utf-8").strip()]
+    if meta["students"]:
+        lines += ["", *_students_table(root, meta["students"])]
+    lines += ["", *_stages_table(io.read_json(runs_dir / "stages.json")["runs"])]
+    return "\n".join(lines)
+
+
+def replace_block(text: str, readme: Path, name: str, block: str) -> str:
+    """``text`` with the lines between the collection's two marker lines replaced by ``block``."""
+    start, end = f"<!-- table2:{name}:start -->", f"<!-- table2:{name}:end -->"
+    lines = text.splitlines(keepends=True)
+    found = {m: [i for i, line in enumerate(lines) if line.strip() == m] for m in (start, end)}
+    for marker, at in found.items():
+        if len(at) != 1:
+            where = "has no line" if not at else f"has {len(at)} lines (lines {', '.join(str(i + 1) for i in at)})"
+            raise ValueError(f"{readme} {where} {marker}: the generated block sits between one line {start} and "
+                             f"one line {end}; put them around the {name} table")
+    i, j = found[start][0], found[end][0]
+    if j < i:
+        raise ValueError(f"{readme}:{j + 1}: {end} comes before {start} (line {i + 1})")
+    return "".join(lines[:i + 1]) + block.rstrip("\n") + "\n" + "".join(lines[j:])
+
+
+def rewrite_readme(readme: Path, root: Path, names: tuple[str, ...]) -> list[str]:
+    """Replace the block of every collection in ``names`` that has a ``runs/<name>/table2.md``; returns them."""
+    if not readme.is_file():
+        raise FileNotFoundError(f"--readme {readme}: no such file")
+    with open(readme, encoding="utf-8", newline="") as f:
+        text = f.read()
+    done = [name for name in names if (root / "runs" / name / "table2.md").is_file()]
+    if not done:
+        raise FileNotFoundError(f"no runs/<collection>/table2.md under {root} for {', '.join(names)}: run the "
+                                f"driver first (--output-root names its folder)")
+    for name in done:
+        text = replace_block(text, readme, name, readme_block(root, name))
+    with io.atomic_write(readme) as f:
+        f.write(text)
+    return done
 
 
 def _comma_list(allowed: tuple[str, ...]):
@@ -367,15 +573,20 @@ def _comma_list(allowed: tuple[str, ...]):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.table2", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["quick", "full"], default="quick",
-                   help="quick: the offline default a new user runs (short training); full: the paper's settings "
-                        "where this machine allows (longer training)")
+    p.add_argument("--mode", choices=list(TRAIN_STEPS), default="quick",
+                   help=f"quick: the offline default a new user runs ({TRAIN_STEPS['quick']} training steps per "
+                        f"student); full: the paper's settings where this machine allows ({TRAIN_STEPS['full']})")
     p.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default ../shared/data)")
     p.add_argument("--output-root", type=Path, default=Path("."))
     p.add_argument("--encoder", default=None, help="student backbone (default multilingual-e5-small, packaged)")
     p.add_argument("--mdpr", default=None, help="multilingual dense baseline (default multilingual-e5-small)")
     p.add_argument("--teacher", default=None, help="English teacher (default all-MiniLM-L6-v2, packaged)")
-    p.add_argument("--train-minutes", type=float, default=None)
+    p.add_argument("--train-steps", type=POSITIVE_INT, default=None,
+                   help="optimizer steps per student (default: by --mode); with the same --output-root a larger "
+                        "number extends the finished students")
+    p.add_argument("--smt-aligner", choices=SMT_ALIGNERS, default="eflomal",
+                   help="word aligner of the SMT tables: eflomal (better tables; it takes no seed, so the tables "
+                        "are recorded by hash and reused) or ibm1 (IBM Model 1: deterministic)")
     p.add_argument("--bitext", type=Path, default=None)
     p.add_argument("--mmarco-dir", type=Path, default=None,
                    help="mMARCO's {arabic,chinese,russian,indonesian}_collection.tsv: adds the mTREC column")
@@ -390,27 +601,40 @@ def main(argv=None) -> int:
                         "labelled as such), a TSV file qid<TAB>lang<TAB>text, or a Hugging Face MT model "
                         "(e.g. facebook/nllb-200-distilled-600M; needs a network)")
     p.add_argument("--hits", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="every random choice: the students' initialisation, dropout and batch order, round robin's "
+                        "language order, mTREC's languages (recorded in runs/<collection>/table2.json)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--force", action="store_true", help="redo every stage instead of reusing outputs")
     p.add_argument("--latex", action="store_true")
+    p.add_argument("--readme", type=Path, nargs="?", const=Path("README.md"), default=None, metavar="README",
+                   help="run nothing: rewrite the Table 2 block of each collection in README (default README.md), "
+                        "between <!-- table2:<collection>:start --> and <!-- table2:<collection>:end -->, from "
+                        "what the driver wrote under --output-root")
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
+    from ._cli import configure_logging, run_cli
+
+    if a.readme is not None:
+        def readme() -> None:
+            done = rewrite_readme(a.readme, a.output_root, a.collections)
+            print(f"{a.readme}: rewrote the Table 2 block of {', '.join(done)}")
+        return run_cli(readme)
     try:
         data = data_dir(a.data_dir)
     except FileNotFoundError as e:
         p.error(str(e))
-    from ._cli import configure_logging
-
     configure_logging()
     s = Settings(mode=a.mode, root=a.output_root, data=data, hits=a.hits, seed=a.seed,
                  threads=a.threads, force=a.force, latex=a.latex, bitext=a.bitext, nmt=a.nmt,
-                 mmarco_dir=a.mmarco_dir, clef_dir=a.clef_dir, systems=a.systems, collections=a.collections)
-    s.train_minutes = a.train_minutes or (60.0 if a.mode == "quick" else 240.0)
+                 mmarco_dir=a.mmarco_dir, clef_dir=a.clef_dir, systems=a.systems, collections=a.collections,
+                 train_steps=a.train_steps or TRAIN_STEPS[a.mode], smt_aligner=a.smt_aligner,
+                 command=shlex.join(["python", "-m", "pyserini_kdspd.table2", *argv]))
     for k in ("encoder", "mdpr", "teacher"):
         if getattr(a, k):
             setattr(s, k, getattr(a, k))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return run(s)
+    return run_cli(lambda: run(s))
 
 
 if __name__ == "__main__":

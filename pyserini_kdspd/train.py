@@ -1,7 +1,7 @@
 """Distil an English teacher into a KD-SPD (or KD-Encoder) student.
 
     python -m pyserini_kdspd.train --student spd --encoder multilingual-e5-small \\
-        --teacher all-MiniLM-L6-v2 --bitext /work/shared/data/bitext --output models/kdspd --max-minutes 10
+        --teacher all-MiniLM-L6-v2 --output models/kdspd --max-steps 1200
 
 The output folder loads with ``Student.from_pretrained`` and holds the teacher as
 ``query_encoder/`` plus ``training_log.json`` (losses, dev results, seconds per step,

@@ -64,6 +64,31 @@ def test_prompt_decomposition_shapes_and_values():
     assert sum(t.numel() for t in p.parameters()) == 5 * 7 + 3 * (5 + 7)
 
 
+def test_prompts_start_at_the_encoders_embedding_scale(spd):
+    """P* ⊙ (u vᵀ) starts like a token embedding (u vᵀ ~ 1), not at Xavier u vᵀ's ~1e-3 of it."""
+    embedding_std = spd.encoder.get_input_embeddings().weight.std().item()
+    p = spd.prompts
+    with torch.no_grad():
+        prompts = p(torch.arange(len(LANGS) + 1))  # every trained language, then the average slot
+        uv = p.lang_u[:, :, None] * p.lang_v[:, None, :]
+    for k, prompt in enumerate(prompts):
+        assert embedding_std / 2 < prompt.std().item() < 2 * embedding_std, (k, prompt.std().item(), embedding_std)
+    assert abs(uv.mean().item() - 1) < 0.05 and uv.std().item() < 0.2
+    # languages are told apart from step 0, by a small fraction of the prompt
+    spread = (prompts[:-1] - prompts[:-1].mean(0)).std().item() / prompts[:-1].std().item()
+    assert 0.01 < spread < 0.3, spread
+
+
+def test_prompt_init_is_seeded():
+    def init(seed):
+        torch.manual_seed(seed)
+        return DecomposedPrompts(num_languages=3, prompt_length=5, hidden_size=8, init_std=0.05).state_dict()
+
+    first, again, other = init(1), init(1), init(2)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert all(not torch.equal(first[k], other[k]) for k in first)
+
+
 def test_unseen_language_uses_average_and_warns_once(spd, caplog):
     spd._warned_langs.clear()
     with caplog.at_level(logging.WARNING, logger="pyserini_kdspd.spd.student"):
@@ -172,6 +197,27 @@ def test_kinds_and_parameter_sharing(spd):
     for model in (ut, mean):
         v = model.encode(TEXTS, langs="en", precision="fp32")
         assert v.shape == (len(TEXTS), d) and np.isfinite(v).all()
+
+
+def test_utspd_adds_the_step_embedding_after_each_application():
+    """Paper: x_n = block(x_{n-1}) + τ_n, so τ_N is in the output, and τ_1 never reaches the first block."""
+    torch.manual_seed(0)
+    dec = UTSPDDecoder(hidden_size=8, prompt_length=3, num_steps=4, num_heads=2, dropout=0.0).eval()
+    prompts, memory = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+    mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    with torch.no_grad():
+        after = before = prompts
+        for tau in dec.temporal:
+            after = dec.block(after, memory, mask) + tau
+            before = dec.block(before + tau, memory, mask)
+        got = dec(prompts, memory, mask)
+    torch.testing.assert_close(got, after.mean(1))
+    assert not torch.allclose(got, before.mean(1), atol=1e-3)
+    # a block whose output ignores its input (final LayerNorm scaled to 0, bias c): the output is c + mean τ_N
+    with torch.no_grad():
+        dec.block.norm2.weight.zero_()
+        dec.block.norm2.bias.fill_(0.5)
+        torch.testing.assert_close(dec(prompts, memory, mask), (0.5 + dec.temporal[-1].mean(0)).expand(2, 8))
 
 
 def test_output_projection_and_normalisation():

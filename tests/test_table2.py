@@ -3,17 +3,27 @@
 SMT trains on a few hundred real bitext pairs; Finnish has no bitext, so the SMT rows
 are skipped with one line. The NMT rows use a translations file (qid, lang, text).
 Every number printed must be recomputable from the TREC files by the evaluate CLI.
+The README block (``--readme``) is rendered from what the driver records, here from real
+TREC DL 2020 runs and qrels with no training, and the driver refuses students trained on
+a wall-clock budget.
 """
+import dataclasses
+import gzip
+import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from pyserini_kdspd import io
+from pyserini_kdspd.distill.trainer import LOG_NAME
+from pyserini_kdspd.table2 import Collection, Settings, Stages, main, record, table, train_students, translators
 
 FIX = Path(__file__).parent / "fixtures" / "clef"
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +50,7 @@ def driven(tmp_path_factory, shared_data, python):
     return root, proc.stdout
 
 
+@pytest.mark.slow
 def test_rows_and_skips(driven):
     root, out = driven
     assert "[skip] mTREC" in out and "--mmarco-dir" in out
@@ -54,6 +65,7 @@ def test_rows_and_skips(driven):
         assert langs  # merged from the per-language lists
 
 
+@pytest.mark.slow
 def test_numbers_recompute_from_trec_files(driven, python):
     root, _ = driven
     table = (root / "runs/clef/table2.md").read_text(encoding="utf-8")
@@ -70,9 +82,158 @@ def test_numbers_recompute_from_trec_files(driven, python):
     assert rows(proc.stdout) == rows(table)
 
 
+@pytest.mark.slow
 def test_every_figure_agrees_with_trec_eval(driven):
     """The driver runs stock `python -m pyserini.eval.trec_eval` on every row and says so under the table."""
     root, out = driven
     table = (root / "runs/clef/table2.md").read_text(encoding="utf-8")
     assert "Every figure agrees with `python -m pyserini.eval.trec_eval -c -l 1 -M 10`" in table
     assert "Every figure agrees with" in out
+
+
+@pytest.mark.slow
+def test_the_driver_records_what_made_the_table(driven):
+    root, _ = driven
+    meta = io.read_json(root / "runs/clef/table2.json")
+    assert meta["seed"] == 0 and meta["command"].startswith("python -m pyserini_kdspd.table2 --collections clef,mtrec")
+    assert meta["students"] == {} and meta["train_steps"] is None  # --systems bm25: nothing trained
+    assert {label: run["sha256"] for label, run in meta["runs"].items()} == \
+        {label: io.sha256_file(root / run["file"]) for label, run in meta["runs"].items()}
+    assert set(meta["runs"]) == {"NMT + Round Robin", "NMT + Score"}  # the SMT rows were skipped (no en-fi)
+    assert meta["runs"]["NMT + Score"]["file"] == "runs/clef/bm25-nmt+score.txt"  # relative: the root can move
+    stages = [name for name, _ in io.read_json(root / "runs/clef/stages.json")["runs"][0]["stages"]]
+    assert stages[0] == "data: clef, mtrec" and "clef: evaluate" in stages
+
+
+def dl20_run(hits, reverse=False):
+    """A real BM25 run (TREC DL 2020, top 20 of the first 8 queries); ``reverse`` ranks it upside down."""
+    run = {}
+    for q in hits[:8]:
+        docs = q["hits"][:20]
+        run[str(docs[0]["qid"])] = {h["docid"]: (-h["score"] if reverse else h["score"]) for h in docs}
+    return run
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, shared_data):
+    """An output root as the driver leaves it (run files, table2.md, table2.json, stages.json, a student's
+    folder with its training log), built from real TREC DL 2020 runs and qrels without training anything."""
+    root = tmp_path_factory.mktemp("recorded")
+    dl20 = shared_data / "trec-dl20"
+    hits = json.loads((dl20 / "retrieve_results_dl20.json").read_text(encoding="utf-8"))
+    runs_dir = root / "runs" / "lareqa"
+    rows = {"mDPR": runs_dir / "mdpr.txt", "KD-SPD": runs_dir / "kdspd.txt"}
+    io.write_run(rows["mDPR"], dl20_run(hits), tag="mdpr")
+    io.write_run(rows["KD-SPD"], dl20_run(hits, reverse=True), tag="kdspd")
+    col = Collection(name="lareqa", corpus_dir=root, by_lang={}, topics=dl20 / "topics.dl20.txt",
+                     qrels=dl20 / "qrels.dl20-passage.txt")
+    with io.atomic_write(runs_dir / "table2.md") as f:
+        f.write(table(col, rows, hits=20) + "\n")
+    student = root / "models" / "kdspd"
+    student.mkdir(parents=True)
+    save_file({"prompts.shared": torch.zeros(2, 3)}, str(student / "model.safetensors"))
+    io.write_json(student / LOG_NAME, {"complete": True, "budget": "steps", "steps": 1200, "elapsed_seconds": 3300.0,
+                                       "seconds_per_step_median": 2.5, "args": {"seed": 3, "max_minutes": None},
+                                       "precision": "bf16", "threads": 1, "peak_rss_mb": 7372.8})
+    settings = Settings(root=root, seed=3, train_steps=1200, command="python -m pyserini_kdspd.table2 --seed 3")
+    st = Stages()
+    for name in ("data: lareqa, clef", "lareqa: evaluate", "clef: evaluate"):
+        with st(name):
+            pass
+    record(col, settings, rows, {"KD-SPD": student}, st, others=["clef"])
+    return root, col, rows, settings
+
+
+README = "# Title\n\nText before.\n\n<!-- table2:lareqa:start -->\n| old | table |\n<!-- table2:lareqa:end -->\n\nAfter.\n"
+
+
+def test_readme_block_is_rewritten_from_the_records(recorded, tmp_path):
+    root = recorded[0]
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    assert main(["--readme", str(readme), "--output-root", str(root)]) == 0  # mtrec, clef: no table, left alone
+    text = readme.read_text(encoding="utf-8")
+    before, rest = text.split("<!-- table2:lareqa:start -->\n")
+    block, after = rest.split("<!-- table2:lareqa:end -->\n")
+    assert before == README.split("<!-- table2:lareqa:start -->")[0] and after == "\nAfter.\n"
+    assert "| old | table |" not in block
+    assert (root / "runs/lareqa/table2.md").read_text(encoding="utf-8").strip() in block
+    assert "`python -m pyserini_kdspd.table2 --seed 3` (seed 3, 1200 training steps per student)" in block
+    assert "| KD-SPD | steps | 1200 | 2.75 | 2.50 | 3 | bf16 | 1 | 7.2 |" in block
+    assert "| lareqa: evaluate |" in block and "clef: evaluate" not in block
+    meta = io.read_json(root / "runs/lareqa/table2.json")
+    assert meta["runs"]["KD-SPD"] == {"file": "runs/lareqa/kdspd.txt",
+                                      "sha256": io.sha256_file(root / "runs/lareqa/kdspd.txt")}
+    assert main(["--readme", str(readme), "--output-root", str(root)]) == 0
+    assert readme.read_text(encoding="utf-8") == text  # a second rendering changes nothing
+
+
+def test_stage_times_keep_the_first_run_until_force(recorded, tmp_path):
+    original, col, rows, settings = recorded
+    root = shutil.copytree(original, tmp_path / "root")
+    rows = {label: root / path.relative_to(original) for label, path in rows.items()}
+    settings = dataclasses.replace(settings, root=root)
+    stages_file = root / "runs/lareqa/stages.json"
+    st = Stages()
+    with st("lareqa: evaluate"):
+        pass
+    record(col, settings, rows, {}, st, others=[])  # a later run, reusing everything
+    assert len(io.read_json(stages_file)["runs"]) == 2
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    assert main(["--readme", str(readme), "--output-root", str(root), "--collections", "lareqa"]) == 0
+    assert "| stage | first run (s) | latest run (s) |" in readme.read_text(encoding="utf-8")
+    record(col, dataclasses.replace(settings, force=True), rows, {}, st, others=[])
+    assert len(io.read_json(stages_file)["runs"]) == 1
+
+
+@pytest.mark.parametrize("readme, message", [
+    ("# no markers\n", "has no line <!-- table2:lareqa:start -->"),
+    ("<!-- table2:lareqa:start -->\nx\n<!-- table2:lareqa:start -->\n<!-- table2:lareqa:end -->\n",
+     "has 2 lines (lines 1, 3) <!-- table2:lareqa:start -->"),
+    ("<!-- table2:lareqa:end -->\n<!-- table2:lareqa:start -->\n", ":1: <!-- table2:lareqa:end --> comes before"),
+])
+def test_readme_without_its_markers_is_an_error(recorded, tmp_path, capsys, readme, message):
+    path = tmp_path / "README.md"
+    path.write_text(readme, encoding="utf-8")
+    assert main(["--readme", str(path), "--output-root", str(recorded[0])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}") and message in err
+    assert path.read_text(encoding="utf-8") == readme
+
+
+def test_readme_needs_the_driver_records(tmp_path, capsys):
+    (tmp_path / "runs/lareqa").mkdir(parents=True)
+    (tmp_path / "runs/lareqa/table2.md").write_text("| System |\n", encoding="utf-8")
+    (tmp_path / "README.md").write_text(README, encoding="utf-8")
+    assert main(["--readme", str(tmp_path / "README.md"), "--output-root", str(tmp_path)]) == 2
+    assert f"error: {tmp_path / 'runs/lareqa/table2.json'}: missing; the driver writes it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("log", [{"args": {"max_minutes": 60.0, "max_steps": None}},  # written before "budget"
+                                 {"budget": "minutes", "args": {"max_minutes": 600.0, "max_steps": 3}}])
+def test_students_trained_on_minutes_are_refused(tmp_path, log):
+    io.write_json(tmp_path / "models/kd-encoder" / LOG_NAME, log)
+    with pytest.raises(ValueError, match=r"kd-encoder: its training_log.json records a wall-clock budget .* "
+                                         r"pass --force to retrain it with --train-steps 1200"):
+        # a missing bitext: should the guard ever let the trainings start, they stop at once with an error
+        train_students(Settings(root=tmp_path, bitext=tmp_path / "no-bitext"), Stages())
+    assert not list((tmp_path / "models").glob("*.train.log"))  # refused before either training started
+
+
+def test_ibm1_smt_tables_are_the_same_in_two_fresh_roots(tmp_path, shared_data):
+    """eflomal takes no seed; --smt-aligner ibm1 gives the same table from the same bitext every time."""
+    bitext = tmp_path / "bitext"
+    bitext.mkdir()
+    lines = (shared_data / "bitext/en-de.tsv").read_text(encoding="utf-8").splitlines()[:300]
+    (bitext / "en-de.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    col = Collection(name="clef", corpus_dir=tmp_path, by_lang={}, topics=tmp_path, qrels=tmp_path)
+    tables = []
+    for root in (tmp_path / "a", tmp_path / "b"):
+        [(_, _, make)] = translators(col, Settings(root=root, bitext=bitext, smt_aligner="ibm1", nmt=None))
+        make("de")
+        with gzip.open(root / "models/smt-ibm1/en-de.tsv.gz", "rt", encoding="utf-8") as f:
+            header, *table_lines = f.read().splitlines()
+        assert json.loads(header[2:])["model"] == "ibm1"
+        tables.append(table_lines)  # the header also holds the seconds it took
+    assert len(tables[0]) > 100 and tables[0] == tables[1]

@@ -317,7 +317,12 @@ class DistillationTrainer:
 
         trainable = sum(p.numel() for p in self.student.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.student.parameters())
-        log.update({"trainable_parameters": trainable, "parameters": total, "precision": self.precision,
+        # "minutes" once any segment of the run had a wall-clock limit: its step count then depends on the
+        # machine's speed, so its weights are not reproducible from the settings (README: Table 2).
+        timed = args.max_minutes is not None or log.get("budget") == "minutes" or \
+            log.get("args", {}).get("max_minutes") is not None
+        log.update({"budget": "minutes" if timed else "steps",
+                    "trainable_parameters": trainable, "parameters": total, "precision": self.precision,
                     "threads": torch.get_num_threads(), "teacher": self.teacher.query_settings(),
                     "teacher_precision": self.teacher.precision, "args": asdict(args),
                     "languages": sampler.batch_languages, "loss": type(self.loss).__name__})

@@ -37,7 +37,9 @@ class DenseModel:
     query_prefix: str | None = None
     passage_prefix: str | None = None
     dimension: int = 384
-    doc_batch_size: int = 512     # the encoders sort each batch by length into sub-batches of 64
+    # Pyserini's own default for its classes: they keep the autograd graph, so memory grows with the
+    # batch (e5-small at 512 ran out of 24 GB); KD-SPD folders get a wider one (see from_name).
+    doc_batch_size: int = 64
     extra_encode_args: list = field(default_factory=list)
 
     def encode_args(self) -> list[str]:

@@ -9,7 +9,8 @@ the document, and the document vector is their mean.
 * ``SPDDecoder``: N independent layers (paper default N = 6).
 * ``UTSPDDecoder``: one layer applied N times (universal transformer, paper
   Table 4, default N = 12) with a learned temporal embedding τ_n (l x d) added to
-  the state before step n, so the shared block knows which step it is at.
+  the block's output after step n (paper), so the next application of the shared
+  block knows which step it is at.
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ class SPDDecoder(nn.Module):
 
 
 class UTSPDDecoder(nn.Module):
-    """One shared cross-attention layer applied ``num_steps`` times with temporal embeddings."""
+    """One shared cross-attention layer applied ``num_steps`` times, τ_n added after application n."""
 
     def __init__(self, hidden_size: int, prompt_length: int, num_steps: int = 12, num_heads: int = 8,
                  ffn_dim: int | None = None, dropout: float = 0.1):
@@ -98,5 +99,5 @@ class UTSPDDecoder(nn.Module):
     def forward(self, prompts: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor | None) -> torch.Tensor:
         x = prompts
         for n in range(self.num_steps):
-            x = self.block(x + self.temporal[n].unsqueeze(0), memory, memory_padding_mask)
+            x = self.block(x, memory, memory_padding_mask) + self.temporal[n].unsqueeze(0)
         return x.mean(dim=1)

@@ -18,27 +18,38 @@ class DecomposedPrompts(nn.Module):
     ``forward(lang_ids)`` returns (B, l, d) prompts. The average slot is computed
     from the current trained vectors on every call, so it stays the exact mean of
     u_1..u_K and v_1..v_K after training without being stored.
+
+    Initialisation (from torch's global RNG, so ``torch.manual_seed`` fixes it): P* ~ N(0, ``init_std``²)
+    and u_k, v_k ~ 1 + N(0, ``language_noise``²). Prompts then start at the scale of ``init_std`` (the
+    student passes its encoder's word-embedding std, so prompts look like token embeddings to the
+    decoder, as in prompt tuning; 0.02 is a fresh Hugging Face embedding's std), every language's prompt
+    differs from the others by ~``language_noise`` relative, and the average slot starts near P* itself.
+    Xavier-initialised u and v (mean 0, std ~0.02) would instead start every prompt at ~1e-3 and the
+    average slot near 0.
     """
 
-    def __init__(self, num_languages: int, prompt_length: int, hidden_size: int):
+    def __init__(self, num_languages: int, prompt_length: int, hidden_size: int, init_std: float = 0.02,
+                 language_noise: float = 0.05):
         super().__init__()
         if num_languages < 1:
             raise ValueError("DecomposedPrompts needs at least one language")
+        if not init_std > 0 or language_noise < 0:
+            raise ValueError(f"DecomposedPrompts needs init_std > 0 and language_noise >= 0, "
+                             f"got {init_std} and {language_noise}")
         self.num_languages = num_languages
         self.prompt_length = prompt_length
         self.hidden_size = hidden_size
+        self.init_std = float(init_std)
+        self.language_noise = float(language_noise)
         self.shared = nn.Parameter(torch.empty(prompt_length, hidden_size))  # P*
         self.lang_u = nn.Parameter(torch.empty(num_languages, prompt_length))  # u_k rows
         self.lang_v = nn.Parameter(torch.empty(num_languages, hidden_size))  # v_k rows
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Xavier (paper); u and v are initialised as the K x l and K x d matrices they
-        # form, so the fan sizes (and hence scale) do not depend on how many
-        # languages share a row.
-        nn.init.xavier_uniform_(self.shared)
-        nn.init.xavier_uniform_(self.lang_u)
-        nn.init.xavier_uniform_(self.lang_v)
+        nn.init.normal_(self.shared, std=self.init_std)
+        nn.init.normal_(self.lang_u, mean=1.0, std=self.language_noise)
+        nn.init.normal_(self.lang_v, mean=1.0, std=self.language_noise)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(K+1, l) u and (K+1, d) v, the last row being the average of the trained rows."""

@@ -196,7 +196,9 @@ class Student(nn.Module):
         else:
             if d % config.num_heads:
                 raise ValueError(f"encoder hidden size {d} is not divisible by num_heads={config.num_heads}")
-            self.prompts = DecomposedPrompts(len(config.languages), config.prompt_length, d)
+            # prompts start at the scale of the encoder's own token embeddings (DecomposedPrompts)
+            embedding_std = float(encoder.get_input_embeddings().weight.detach().float().std())
+            self.prompts = DecomposedPrompts(len(config.languages), config.prompt_length, d, init_std=embedding_std)
             if config.student == "spd":
                 self.decoder = SPDDecoder(d, config.decoder_layers, config.num_heads, ffn, config.dropout)
             else:
