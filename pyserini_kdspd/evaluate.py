@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from ._cli import run_cli
-from .io import Qrels, Run, atomic_write, check_scores, output_file, ranked, read_qrels, read_run
+from ._cli import output_file, run_cli
+from .io import Qrels, Run, atomic_write, check_scores, ranked, read_qrels, read_run
 
 DEFAULT_METRICS = ("map", "ndcg_cut_10", "P_10", "recip_rank", "recall_100")
 METRIC_LABELS = {
@@ -426,9 +426,10 @@ def trec_eval(run, qrels, depth: int | None = 100, metrics: Sequence[str] = DEFA
 
 
 def trec_eval_disagreements(run, qrels, depth: int | None = 100, metrics: Sequence[str] = DEFAULT_METRICS,
-                            relevance_level: int = 1) -> dict[str, tuple[float, float]]:
-    """``{metric: (ours, trec_eval's)}`` where the two differ by more than trec_eval's printed rounding."""
-    ours = evaluate(run, qrels, depth=depth, metrics=metrics, relevance_level=relevance_level)
+                            relevance_level: int = 1, ours: Evaluation | None = None) -> dict[str, tuple[float, float]]:
+    """``{metric: (ours, trec_eval's)}`` where the two differ by more than trec_eval's printed rounding;
+    ``ours``: the :func:`evaluate` of the same run with the same arguments, when the caller has it."""
+    ours = ours or evaluate(run, qrels, depth=depth, metrics=metrics, relevance_level=relevance_level)
     theirs = trec_eval(run, qrels, depth=depth, metrics=metrics, relevance_level=relevance_level)
     return {m: (ours[m], theirs[m]) for m in metrics if abs(ours[m] - theirs[m]) > 5e-5 + 1e-9}
 

@@ -37,8 +37,8 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ._cli import run_cli
-from .io import Run, check_scores, output_file, ranked, read_run, write_run
+from ._cli import output_file, run_cli
+from .io import Run, check_scores, ranked, read_run, write_run
 
 METHODS = ("rr", "minmax", "rrf")
 _CODE_WIDTH = 12

@@ -7,7 +7,6 @@ through a temporary file and a rename, so a killed job never leaves half a run.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gzip
 import hashlib
@@ -48,14 +47,6 @@ def atomic_write(path, mode: str = "w", encoding: str | None = "utf-8"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def output_file(value: str) -> Path:
-    """argparse ``type`` of an output file flag: a folder is refused at parsing, before any work is done."""
-    path = Path(value)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a folder; give the path of a file to write")
-    return path
 
 
 def _umask() -> int:

@@ -109,6 +109,17 @@ def _cpuinfo_flags() -> set[str]:
     return set()
 
 
+def cpu_info(flags: Sequence[str] = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")) -> dict:
+    """The CPU's model name, cores, which of ``flags`` it has and whether bf16 is native: what to
+    record beside figures that depend on the machine's speed."""
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    have = _cpuinfo_flags()
+    return {"model": model, "cores": os.cpu_count(), "flags": [x for x in flags if x in have],
+            "native_bf16": bf16_supported()}
+
+
 @functools.lru_cache(maxsize=1)
 def bf16_supported() -> bool:
     """True when this CPU has native bf16 matmuls (AVX-512 BF16 or AMX-BF16).

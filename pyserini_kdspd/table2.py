@@ -31,7 +31,7 @@ from pathlib import Path
 from . import io
 from .io import newer
 from .paths import data_dir
-from .train import POSITIVE_INT
+from ._cli import POSITIVE_INT
 
 log = logging.getLogger("pyserini_kdspd.table2")
 
@@ -49,7 +49,6 @@ COLLECTIONS = ("lareqa", "mtrec", "clef")
 TRAIN_STEPS = {"quick": 1200, "full": 4800}
 # eflomal reads its sampler's seed from /dev/urandom (no flag sets it); IBM Model 1 is deterministic.
 SMT_ALIGNERS = ("eflomal", "ibm1")
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # the ones that set training speed here
 STUDENTS = (("KD-SPD", "spd", "kdspd"), ("KD-Encoder", "mean", "kd-encoder"))  # label, train --student, folder
 
 
@@ -187,11 +186,6 @@ def training_log(folder: Path) -> dict | None:
     return io.read_json(path) if path.is_file() else None
 
 
-def budget_kind(log: dict) -> str:
-    """"steps" or "minutes" (any wall-clock limit); logs written before the trainer recorded it say so by args."""
-    return log.get("budget") or ("minutes" if (log.get("args") or {}).get("max_minutes") is not None else "steps")
-
-
 def train_students(s: Settings, st: Stages) -> dict[str, Path]:
     """KD-SPD and KD-Encoder on the same bitext for the same number of steps (teacher targets are shared).
 
@@ -201,6 +195,8 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
     budget is refused (``train --resume`` would count its steps as this budget reached, or
     extend it): its weights depend on the machine's speed, not on the settings.
     """
+    from .distill.trainer import budget_kind
+
     targets = {label: s.root / "models" / folder for label, _, folder in STUDENTS}
     if not s.force:
         for target in targets.values():
@@ -355,16 +351,17 @@ def table(col: Collection, rows: dict[str, Path], latex: bool = False, hits: int
                    for name, path in ordered.items()}
     marks = {m: b for m, b in MARKS.items() if b in evaluations}
     return render_table(evaluations, marks=marks, fmt="latex" if latex else "markdown") + "\n\n" + \
-        trec_eval_note(col, ordered, hits)
+        trec_eval_note(col, ordered, evaluations, hits)
 
 
-def trec_eval_note(col: Collection, rows: dict[str, Path], hits: int) -> str:
+def trec_eval_note(col: Collection, rows: dict[str, Path], evaluations: dict, hits: int) -> str:
     """One line saying whether stock trec_eval gives every figure of the table (it runs once per row)."""
     from .evaluate import trec_eval_disagreements
 
     command = f"python -m pyserini.eval.trec_eval -c -l {col.relevance_level} -M {hits}"
     differ = {name: d for name, path in rows.items()
-              if (d := trec_eval_disagreements(path, col.qrels, depth=hits, relevance_level=col.relevance_level))}
+              if (d := trec_eval_disagreements(path, col.qrels, depth=hits, relevance_level=col.relevance_level,
+                                               ours=evaluations[name]))}
     if not differ:
         return f"Every figure agrees with `{command}` on the same run files (checked row by row)."
     log.warning("figures that differ from trec_eval: %s", differ)
@@ -401,18 +398,6 @@ def run(s: Settings) -> int:
 
 
 # ------------------------------------------------------------------ what made the table, and the README
-def cpu_info() -> dict:
-    """The CPU's model name and the flags that set training and encoding speed (README: Runtime settings)."""
-    from .runtime import _cpuinfo_flags, bf16_supported
-
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    flags = _cpuinfo_flags()
-    return {"model": model, "cores": os.cpu_count(), "flags": [x for x in CPU_FLAGS if x in flags],
-            "native_bf16": bf16_supported()}
-
-
 def _versions() -> dict[str, str]:
     found = {}
     for name in ("torch", "transformers", "pyserini", "faiss-cpu", "eflomal"):
@@ -430,6 +415,7 @@ def record(col: Collection, s: Settings, rows: dict[str, Path], students: dict[s
     so its tables are identified by content). ``stages.json``: this run's stage times (without the stages
     of the ``others`` collections), after those of the earlier runs since the last ``--force``.
     """
+    from .runtime import cpu_info
     from .search.translate.smt import model_path
     from .spd.student import WEIGHTS_NAME
 
@@ -467,6 +453,8 @@ def record(col: Collection, s: Settings, rows: dict[str, Path], students: dict[s
 
 
 def _students_table(root: Path, students: dict) -> list[str]:
+    from .distill.trainer import budget_kind
+
     lines = ["| student | budget | steps | s/step (wall) | s/step (median step) | seed | precision | threads "
              "| peak RSS (GB) |", "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for label, entry in students.items():

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import sys
 from pathlib import Path
+
+from ._cli import NATURAL, NONNEGATIVE, POSITIVE, POSITIVE_INT, number_type
 
 DEFAULTS = {"spd": "mse", "utspd": "mse", "mean": "kd-encoder"}
 # Flags whose value changes the trained weights: a complete folder is reused only when all match
@@ -28,24 +29,6 @@ WEIGHT_FLAGS = ("student", "encoder", "teacher", "teacher_pooling", "max_pairs_p
                 "lr", "head_lr", "warmup", "schedule", "weight_decay", "max_length", "prompt_length",
                 "decoder_layers", "normalize", "freeze_embeddings", "seed")
 
-
-def _number(kind, minimum=0, allow_minimum=False):
-    """An argparse type for a finite ``kind`` above ``minimum`` (or at it): a zero budget or batch
-    used to fail with a traceback only after the models had loaded."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not math.isfinite(value) or value < minimum or value == minimum and not allow_minimum:
-            raise argparse.ArgumentTypeError(f"must be {'>=' if allow_minimum else '>'} {minimum}, got {text}")
-        return value
-    return parse
-
-
-POSITIVE_INT, POSITIVE, NATURAL = _number(int), _number(float), _number(int, allow_minimum=True)
-NONNEGATIVE = _number(float, allow_minimum=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear",
                    help="after warmup (minutes-only budgets are always constant)")
     p.add_argument("--weight-decay", type=NONNEGATIVE, default=0.01)
-    p.add_argument("--max-length", type=_number(int, 2, True), default=180, help="tokens (paper: 180)")
+    p.add_argument("--max-length", type=number_type(int, 2, True), default=180, help="tokens (paper: 180)")
     p.add_argument("--prompt-length", type=POSITIVE_INT, default=30)
     p.add_argument("--decoder-layers", type=POSITIVE_INT, default=None, help="default: 6 for spd, 12 for utspd")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,

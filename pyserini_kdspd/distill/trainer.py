@@ -124,6 +124,12 @@ def latest_checkpoint(output_dir) -> Path | None:
     return max(found)[1] if found else None
 
 
+def budget_kind(log: dict) -> str:
+    """"minutes" when any segment of the run had a wall-clock limit, else "steps" (also for a new log);
+    logs written before the field existed say so by their ``args``."""
+    return log.get("budget") or ("minutes" if (log.get("args") or {}).get("max_minutes") is not None else "steps")
+
+
 class Interrupted(Exception):
     """SIGINT/SIGTERM stopped training after ``step``; ``checkpoint`` (None before the first step) resumes it."""
 
@@ -319,8 +325,7 @@ class DistillationTrainer:
         total = sum(p.numel() for p in self.student.parameters())
         # "minutes" once any segment of the run had a wall-clock limit: its step count then depends on the
         # machine's speed, so its weights are not reproducible from the settings (README: Table 2).
-        timed = args.max_minutes is not None or log.get("budget") == "minutes" or \
-            log.get("args", {}).get("max_minutes") is not None
+        timed = args.max_minutes is not None or budget_kind(log) == "minutes"
         log.update({"budget": "minutes" if timed else "steps",
                     "trainable_parameters": trainable, "parameters": total, "precision": self.precision,
                     "threads": torch.get_num_threads(), "teacher": self.teacher.query_settings(),
