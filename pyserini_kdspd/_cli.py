@@ -43,6 +43,20 @@ POSITIVE_INT, POSITIVE, NATURAL = number_type(int), number_type(float), number_t
 NONNEGATIVE = number_type(float, allow_minimum=True)
 
 
+def add_driver_flags(p: argparse.ArgumentParser, block: str, source: str) -> None:
+    """``--readme`` (rewrite the README block between ``<!-- block:start -->`` and ``<!-- block:end -->`` from
+    ``source``, running nothing) and, after ``--``, flags passed on to every ``python -m pyserini_kdspd.train``."""
+    p.add_argument("--readme", type=Path, nargs="?", const=Path("README.md"), default=None, metavar="README",
+                   help=f"run nothing: rewrite the block between <!-- {block}:start --> and <!-- {block}:end --> "
+                        f"of README (default README.md) from {source}")
+    p.add_argument("train_args", nargs=argparse.REMAINDER,
+                   help="after --: more flags for every `python -m pyserini_kdspd.train` (e.g. -- --bitext DIR)")
+
+
+def train_passthrough(args: argparse.Namespace) -> list[str]:
+    return [a for a in args.train_args if a != "--"]
+
+
 def run_cli(work: Callable[[], int | None]) -> int:
     """Exit status of a command's ``work``: 2 with one ``error: ...`` line on standard error when an input
     the user can fix is missing or malformed (``FileNotFoundError``, ``ValueError``: an
@@ -52,3 +66,49 @@ def run_cli(work: Callable[[], int | None]) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def run_jobs(jobs: list[tuple[str, list[str], Path]], width: int = 2, tag: str = "train") -> None:
+    """Run ``(label, command, log file)`` jobs ``width`` at a time, each appending to its log; print each
+    job's last progress line once a minute. Raises RuntimeError naming the log of the first failure.
+
+    Two 1-thread trainings side by side get more steps per hour out of a 2-core CPU than two
+    sequential 2-thread ones (README: training notes), so drivers run them this way.
+    """
+    import subprocess
+    import time
+
+    pending, running, failed = list(jobs), [], []
+    last = time.monotonic()
+    while pending or running:
+        while pending and len(running) < max(1, width):
+            label, cmd, log_file = pending.pop(0)
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            print(f"[{tag}] {label}: {' '.join(map(str, cmd))}\n        log: {log_file}", flush=True)
+            f = open(log_file, "a", encoding="utf-8")  # a reused or resumed run keeps the earlier log
+            f.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(map(str, cmd))}\n")
+            f.flush()
+            running.append((label, subprocess.Popen(list(map(str, cmd)), stdout=f, stderr=subprocess.STDOUT),
+                            f, log_file))
+        time.sleep(1)  # a reused run returns in seconds; progress is printed once a minute
+        for job in [j for j in running if j[1].poll() is not None]:
+            running.remove(job)
+            job[2].close()
+            if job[1].returncode != 0:
+                failed.append(f"{job[0]} (exit {job[1].returncode}; see {job[3]})")
+        if time.monotonic() - last >= 60:
+            last = time.monotonic()
+            for label, _, _, log_file in running:
+                print(f"[{tag}] {label}: {last_line(log_file)}", flush=True)
+    if failed:
+        raise RuntimeError("failed: " + "; ".join(failed))
+
+
+def last_line(log_file: Path) -> str:
+    """The last progress line of a job's log (tqdm's carriage returns count as line ends)."""
+    try:
+        tail = log_file.read_bytes()[-2000:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    parts = [p.strip() for p in tail.replace("\r", "\n").split("\n") if p.strip()]
+    return parts[-1][:150] if parts else ""

@@ -12,8 +12,9 @@ so the folder alone serves both sides:
 Pyserini picks an encoder class by the first key of its map that occurs in the
 model name, or by ``--encoder-class``. ``register()`` adds ``kdspd`` as the
 first key of both maps and touches nothing else, so a KD-SPD folder is reached
-by ``--encoder kdspd`` (the default folder), by any path containing ``kdspd``,
-or by any folder with ``--encoder-class kdspd``.
+by ``--encoder kdspd`` (the default folder, or ``$PYSERINI_KDSPD_MODEL``), by any
+path containing ``kdspd``, or from Python by ``encoder_class="kdspd"`` (the stock
+CLIs' ``--encoder-class`` only accepts Pyserini's own fixed list).
 """
 from __future__ import annotations
 

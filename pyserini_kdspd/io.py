@@ -276,3 +276,23 @@ def sha256_file(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def replace_marked_block(path, key: str, block: str) -> None:
+    """Rewrite the lines of ``path`` between the lines ``<!-- key:start -->`` and ``<!-- key:end -->``
+    with ``block`` (how the README's generated tables are kept in step with the runs)."""
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    found = {m: [i for i, line in enumerate(lines) if line.strip() == m] for m in (start, end)}
+    for marker, at in found.items():
+        if len(at) != 1:
+            where = "has no line" if not at else f"has {len(at)} lines (lines {', '.join(str(i + 1) for i in at)})"
+            raise ValueError(f"{path} {where} {marker}: the generated block sits between one line {start} and "
+                             f"one line {end}; put them around the place it belongs")
+    i, j = found[start][0], found[end][0]
+    if j < i:
+        raise ValueError(f"{path}:{j + 1}: {end} comes before {start} (line {i + 1})")
+    with atomic_write(path) as f:
+        f.write("".join(lines[:i + 1]) + block.rstrip("\n") + "\n" + "".join(lines[j:]))

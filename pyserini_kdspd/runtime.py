@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
+KERNEL_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+TRAINING_KERNEL_CACHE = 64
 ENV = {"precision": "PYSERINI_KDSPD_PRECISION", "batch_size": "PYSERINI_KDSPD_BATCH_SIZE",
        "threads": "PYSERINI_KDSPD_THREADS"}
 
@@ -161,30 +163,52 @@ def autocast(precision: str = "auto", device: torch.device | str = "cpu"):
 
 
 # ------------------------------------------------------------------ batching
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+def bound_kernel_cache(capacity: int = TRAINING_KERNEL_CACHE) -> None:
+    """Cap oneDNN's cache of compiled kernels (default 1024 entries, one per matmul shape).
+
+    Training meets a new shape with every new padded width, and the cache then grows the
+    process by gigabytes over a run (README: training notes, peak RSS); a smaller cache
+    changes no result, only which kernels are recompiled. Takes effect only before the
+    process's first oneDNN matmul; a value already in the environment wins.
+    """
+    os.environ.setdefault(KERNEL_CACHE_ENV, str(capacity))
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, exact: bool = False) -> Iterator[np.ndarray]:
     """Index arrays of up to ``batch_size`` items, longest first (ties in input order).
 
     Batches of similar length pad little; longest first makes the peak memory show up
-    in the first batch, not after an hour.
+    in the first batch, not after an hour. ``exact=True`` never mixes two lengths in a
+    batch: without padding a bf16 vector does not depend on which other texts shared its
+    batch (with padding it moves by up to ~1e-3), so cached teacher targets come out the
+    same whatever order or company they were computed in.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    if not exact:
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size]
+        return
+    cuts = np.flatnonzero(np.diff(lengths[order])) + 1
+    for group in np.split(order, cuts):
+        for start in range(0, len(group), batch_size):
+            yield group[start:start + batch_size]
 
 
 def encode_sorted(lengths: Sequence[int], encode_batch: Callable[[np.ndarray], np.ndarray], batch_size: int,
-                  dim: int, progress: str | None = None) -> np.ndarray:
-    """(n, dim) float32 rows in input order, computed by ``encode_batch(indices)`` on length-sorted batches.
+                  dim: int, progress: str | None = None, exact: bool = False) -> np.ndarray:
+    """(n, dim) float32 rows in input order, computed by ``encode_batch(indices)`` on length-sorted batches
+    (``exact``: one length per batch, see :func:`length_sorted_batches`).
 
     ``progress``: a description for a tqdm bar over the batches (None: no bar).
     """
     out = np.zeros((len(lengths), dim), dtype=np.float32)
-    batches = length_sorted_batches(lengths, batch_size)
+    batches = list(length_sorted_batches(lengths, batch_size, exact))
     if progress:
         from tqdm import tqdm
-        batches = tqdm(batches, total=-(-len(lengths) // batch_size), desc=progress, unit="batch")
+        batches = tqdm(batches, desc=progress, unit="batch")
     for idx in batches:
         out[idx] = encode_batch(idx)
     return out

@@ -31,7 +31,7 @@ from pathlib import Path
 from . import io
 from .io import newer
 from .paths import data_dir
-from ._cli import POSITIVE_INT
+from ._cli import POSITIVE_INT, run_jobs
 
 log = logging.getLogger("pyserini_kdspd.table2")
 
@@ -169,15 +169,6 @@ def _fuse_to(runs: dict, method: str, out: Path, seed: int, depth: int, tag: str
     return out
 
 
-def _last_progress(log_file: Path) -> str:
-    try:
-        tail = log_file.read_bytes()[-2000:].decode("utf-8", "replace")
-    except OSError:
-        return ""
-    parts = [p.strip() for p in tail.replace("\r", "\n").split("\n") if p.strip()]
-    return parts[-1][:150] if parts else ""
-
-
 def training_log(folder: Path) -> dict | None:
     """The student folder's ``training_log.json``, or None when it has none."""
     from .distill.trainer import LOG_NAME
@@ -205,45 +196,27 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
                                  f"--max-minutes), whose step count depends on the machine's speed; Table 2 takes "
                                  f"students trained for a number of steps: pass --force to retrain it with "
                                  f"--train-steps {s.train_steps}, or move {target} away")
-    jobs = {}
+    common = [sys.executable, "-m", "pyserini_kdspd.train", "--encoder", s.encoder, "--teacher", s.teacher,
+              "--max-steps", str(s.train_steps), "--seed", str(s.seed)]
+    if s.bitext:
+        common += ["--bitext", str(s.bitext)]
+    if s.data:
+        common += ["--data-dir", str(s.data)]
+    with st(f"teacher targets of {s.train_steps} steps (computed once, shared by both students)"):
+        subprocess.run(common + ["--output", str(targets["KD-SPD"]), "--targets-only", "--threads", str(s.threads),
+                                 "--quiet"], check=True)
+    jobs = []
+    for label, kind, _ in STUDENTS:
+        cmd = common + ["--student", kind, "--output", str(targets[label]), "--threads", str(max(1, s.threads // 2)),
+                        "--resume"] + (["--force"] if s.force else [])
+        jobs.append((label, cmd, targets[label].parent / f"{targets[label].name}.train.log"))
     with st(f"train KD-SPD and KD-Encoder side by side ({s.train_steps} steps each)"):
-        for label, kind, _ in STUDENTS:
-            target = targets[label]
-            cmd = [sys.executable, "-m", "pyserini_kdspd.train", "--student", kind, "--encoder", s.encoder,
-                   "--teacher", s.teacher, "--output", str(target), "--max-steps", str(s.train_steps),
-                   "--seed", str(s.seed), "--threads", str(max(1, s.threads // 2)), "--resume"]
-            if s.bitext:
-                cmd += ["--bitext", str(s.bitext)]
-            if s.data:
-                cmd += ["--data-dir", str(s.data)]
-            if s.force:
-                cmd.append("--force")
-            log_file = target.parent / f"{target.name}.train.log"
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            print(f"[train] {label}: {' '.join(cmd)}\n        log: {log_file}", flush=True)
-            f = open(log_file, "a", encoding="utf-8")  # a reused or resumed run keeps the earlier log
-            f.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
-            f.flush()
-            jobs[label] = (subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), f, target, log_file)
-            if s.threads < 2:
-                jobs[label][0].wait()
-        last = time.monotonic()
-        while any(p.poll() is None for p, *_ in jobs.values()):
-            time.sleep(1)  # a reused model returns in seconds; progress is printed once a minute
-            if time.monotonic() - last >= 60:
-                last = time.monotonic()
-                for label, (p, _, _, log_file) in jobs.items():
-                    if p.poll() is None:
-                        print(f"[train] {label}: {_last_progress(log_file)}", flush=True)
-        for label, (p, f, _, log_file) in jobs.items():
-            f.close()
-            if p.returncode != 0:
-                raise RuntimeError(f"training {label} failed (exit {p.returncode}); see {log_file}")
-    for label, (_, _, _, log_file) in jobs.items():
+        run_jobs(jobs, width=2 if s.threads >= 2 else 1)
+    for label, _, log_file in jobs:
         text = log_file.read_text(encoding="utf-8", errors="replace")
         print(f"\n[train] {label}: FLORES-200 dev set\n" + "\n".join(
             line for line in text.splitlines() if line.startswith("|") or line.startswith("saved ")), flush=True)
-    return {label: target for label, (_, _, target, _) in jobs.items()}
+    return targets
 
 
 def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Path]) -> dict[str, Path]:
@@ -513,36 +486,16 @@ def readme_block(root: Path, name: str) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, readme: Path, name: str, block: str) -> str:
-    """``text`` with the lines between the collection's two marker lines replaced by ``block``."""
-    start, end = f"<!-- table2:{name}:start -->", f"<!-- table2:{name}:end -->"
-    lines = text.splitlines(keepends=True)
-    found = {m: [i for i, line in enumerate(lines) if line.strip() == m] for m in (start, end)}
-    for marker, at in found.items():
-        if len(at) != 1:
-            where = "has no line" if not at else f"has {len(at)} lines (lines {', '.join(str(i + 1) for i in at)})"
-            raise ValueError(f"{readme} {where} {marker}: the generated block sits between one line {start} and "
-                             f"one line {end}; put them around the {name} table")
-    i, j = found[start][0], found[end][0]
-    if j < i:
-        raise ValueError(f"{readme}:{j + 1}: {end} comes before {start} (line {i + 1})")
-    return "".join(lines[:i + 1]) + block.rstrip("\n") + "\n" + "".join(lines[j:])
-
-
 def rewrite_readme(readme: Path, root: Path, names: tuple[str, ...]) -> list[str]:
     """Replace the block of every collection in ``names`` that has a ``runs/<name>/table2.md``; returns them."""
     if not readme.is_file():
         raise FileNotFoundError(f"--readme {readme}: no such file")
-    with open(readme, encoding="utf-8", newline="") as f:
-        text = f.read()
     done = [name for name in names if (root / "runs" / name / "table2.md").is_file()]
     if not done:
         raise FileNotFoundError(f"no runs/<collection>/table2.md under {root} for {', '.join(names)}: run the "
                                 f"driver first (--output-root names its folder)")
     for name in done:
-        text = replace_block(text, readme, name, readme_block(root, name))
-    with io.atomic_write(readme) as f:
-        f.write(text)
+        io.replace_marked_block(readme, f"table2:{name}", readme_block(root, name))
     return done
 
 

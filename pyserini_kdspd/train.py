@@ -23,6 +23,10 @@ from pathlib import Path
 from ._cli import NATURAL, NONNEGATIVE, POSITIVE, POSITIVE_INT, number_type
 
 DEFAULTS = {"spd": "mse", "utspd": "mse", "mean": "kd-encoder"}
+# Chosen by `python -m pyserini_kdspd.sweep` on FLORES-200 dev (README: learning rates); UTSPD, not swept,
+# takes KD-SPD's. KD-Encoder has no fresh parameters (bar a projection to a wider teacher): one lr.
+LEARNING_RATES = {"spd": {"lr": 1e-4, "head_lr": 1e-3}, "utspd": {"lr": 1e-4, "head_lr": 1e-3},
+                  "mean": {"lr": 5e-4, "head_lr": 5e-4}}
 # Flags whose value changes the trained weights: a complete folder is reused only when all match
 # (with the bitext's languages, content and sampled rows, and the precision after the environment).
 WEIGHT_FLAGS = ("student", "encoder", "teacher", "teacher_pooling", "max_pairs_per_language", "batch_per_language",
@@ -49,10 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=POSITIVE_INT, default=None)
     p.add_argument("--max-minutes", type=POSITIVE, default=None,
                    help="wall-clock budget (the first step always runs)")
-    p.add_argument("--lr", type=POSITIVE, default=2e-5)
-    p.add_argument("--head-lr", type=POSITIVE, default=1e-3,
+    p.add_argument("--lr", type=POSITIVE, default=None,
+                   help="learning rate of the pretrained encoder (default: the student's in LEARNING_RATES, chosen "
+                        "on FLORES dev by python -m pyserini_kdspd.sweep)")
+    p.add_argument("--head-lr", type=POSITIVE, default=None,
                    help="learning rate of the fresh prompts/decoder/projection, which start from scratch while the "
-                        "encoder is pretrained (README: training notes; --head-lr 2e-5 gives the paper's single lr)")
+                        "encoder is pretrained (default: as --lr; --head-lr equal to --lr gives the paper's single lr)")
     p.add_argument("--warmup", type=NONNEGATIVE, default=0.1, help="< 1: fraction of --max-steps; >= 1: steps")
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear",
                    help="after warmup (minutes-only budgets are always constant)")
@@ -86,15 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dev", action="store_true", help="skip the FLORES-200 dev evaluation")
     p.add_argument("--flores", default=None, help="FLORES-200 devtest folder (default: <data>/flores200/devtest)")
     p.add_argument("--cache-dir", default=None, help="teacher-target cache root (default: paths.cache_dir())")
-    p.add_argument("--precompute-targets", action="store_true",
-                   help="encode every sampled pair's English side with the teacher before training")
+    p.add_argument("--precompute-targets", action=argparse.BooleanOptionalAction, default=True,
+                   help="encode the English side of every pair the budget will sample before the first step "
+                        "(cached on disk: a second student or a rerun computes none)")
+    p.add_argument("--targets-only", action="store_true",
+                   help="compute and cache the teacher targets of the budget, then exit without training "
+                        "(the driver does this once before the two students train side by side)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+def learning_rates(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with unset --lr / --head-lr taken from the student's :data:`LEARNING_RATES`."""
+    chosen = LEARNING_RATES[args.student]
+    args.lr = args.lr or chosen["lr"]
+    args.head_lr = args.head_lr or (args.lr if args.student == "mean" else chosen["head_lr"])
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = learning_rates(parser.parse_args(argv))
     if args.max_steps is None and args.max_minutes is None:
         parser.error("give a budget: --max-steps N and/or --max-minutes M")
     output = Path(args.output)
@@ -128,6 +146,8 @@ def _train(args: argparse.Namespace, output: Path) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     settings = run_settings(args, bitexts, precision)
+    if args.targets_only:
+        return _targets_only(args, bitexts, precision)
 
     resume = args.resume and not args.force  # --force always starts over
     if not args.force and (stop := _rerun(args, output, settings, resume)) is not None:
@@ -144,15 +164,33 @@ def _train(args: argparse.Namespace, output: Path) -> int:
         print(f"{output}: stopped by {stop.signal_name} after step {stop.step} ({where})", file=sys.stderr)
         return 128 + stop.signum
     print(f"saved {output} ({log['steps']} steps, {log['seconds_per_step']:.2f} s/step, "
-          f"peak RSS {log['peak_rss_mb']:.0f} MB, teacher targets computed: {log['targets_computed']})")
+          f"peak RSS {log['peak_rss_mb']:.0f} MB, teacher targets computed: {log['targets_precomputed']} before the "
+          f"first step, {log['targets_computed']} during training)")
     _print_dev(log)
+    return 0
+
+
+def _targets_only(args: argparse.Namespace, bitexts: dict, precision: str) -> int:
+    import torch
+
+    from .distill import Teacher
+    from .distill.trainer import precompute_targets
+    from .runtime import bound_kernel_cache
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bound_kernel_cache()
+    teacher = Teacher(args.teacher, pooling=args.teacher_pooling, max_length=args.max_length, precision=precision)
+    computed = precompute_targets(teacher, bitexts, args.batch_per_language, args.seed, args.max_steps,
+                                  args.cache_dir, progress=not args.quiet)
+    print(f"teacher targets of {args.max_steps or 'every'} step(s) cached ({computed} computed now)", flush=True)
     return 0
 
 
 def _rerun(args: argparse.Namespace, output: Path, settings: dict, resume: bool) -> int | None:
     """What to do with the run already in ``output``: None trains (afresh, resumed or extended), a number exits."""
     from .distill import is_complete, latest_checkpoint
-    from .distill.trainer import LOG_NAME
+    from .distill.trainer import LOG_NAME, budget_kind
 
     try:
         previous = json.loads((output / LOG_NAME).read_text(encoding="utf-8"))
@@ -170,6 +208,10 @@ def _rerun(args: argparse.Namespace, output: Path, settings: dict, resume: bool)
         return None
     if differing:
         return _refuse(output, "a complete run with other settings", differing)
+    if args.max_minutes is None and budget_kind(previous) == "minutes":
+        # its step count came from the machine's speed: not the run a steps budget asks for, even with as many steps
+        return _refuse(output, "a run trained on a wall-clock budget (--max-minutes)",
+                       ["its weights depend on how fast the machine was; a --max-steps run is reproducible"])
     steps, minutes = int(previous.get("steps", 0)), float(previous.get("elapsed_seconds", 0.0)) / 60
     budget = {"max_steps": args.max_steps, "max_minutes": args.max_minutes}
     done_budget = {key: previous.get("args", {}).get(key) for key in budget}
@@ -197,10 +239,12 @@ def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores
     from .distill import DevEvaluator, DistillationTrainer, KDEncoderLoss, MSELoss, Teacher, TrainingArguments
     from .distill.trainer import set_seed
     from .models import model_settings, resolve_model
+    from .runtime import bound_kernel_cache
     from .spd import Student, StudentConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    bound_kernel_cache()  # before the teacher's first matmul
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     print(f"bitext: {', '.join(f'{l} {len(b)}' for l, b in bitexts.items())} pairs", flush=True)
     teacher = Teacher(args.teacher, pooling=args.teacher_pooling, max_length=args.max_length, precision=precision)
@@ -230,8 +274,7 @@ def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores
     trainer = DistillationTrainer(student, teacher, bitexts, targs, loss=loss, dev=dev, cache_dir=args.cache_dir,
                                   settings=settings)
     if args.precompute_targets:
-        for lang, cache in trainer.caches.items():
-            cache.fill(bitexts[lang].rows, progress=not args.quiet)
+        trainer.precompute_targets(progress=not args.quiet)
     return trainer
 
 

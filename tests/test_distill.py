@@ -16,7 +16,7 @@ import torch
 from pyserini_kdspd.distill import (Batch, DevEvaluator, DistillationTrainer, KDEncoderLoss, LanguageBatchSampler,
                                     MSELoss, TargetCache, Teacher, TrainingArguments, is_complete,
                                     latest_checkpoint, load_bitexts, markdown_table, read_bitext)
-from pyserini_kdspd.distill.trainer import set_seed
+from pyserini_kdspd.distill.trainer import bitext_targets, precompute_targets, set_seed
 from pyserini_kdspd.io import FormatError
 from pyserini_kdspd.spd import Student, StudentConfig
 
@@ -161,6 +161,32 @@ def test_target_cache_is_reused_across_runs(teacher, bitext_dir, tmp_path):
     drawn = LanguageBatchSampler(bitexts, args.batch_per_language, args.seed)  # the rows the two steps drew
     assert rows == sorted({e.row for _ in range(args.max_steps) for e in drawn.next_batch() if e.source_lang == "de"})
     np.testing.assert_allclose(c.get(rows), teacher.encode_documents([b.english[i] for i in rows]), atol=1e-5)
+
+
+def test_a_teacher_target_does_not_depend_on_the_batch_it_was_computed_in(bitext_dir):
+    # bf16, where padding to another width moves a vector by up to ~1e-3: a cached target must be the same
+    # whether a whole budget was precomputed or a step computed it among its own batch
+    bf16 = Teacher("all-MiniLM-L6-v2", max_length=64, precision="bf16")
+    texts = read_bitext(bitext_dir / "en-de.tsv").english[:24]
+    together = bf16.encode_documents(texts)
+    alone = np.concatenate([bf16.encode_documents([t]) for t in texts])
+    mixed = bf16.encode_documents(texts[::-1][:10] + texts[:5])
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_array_equal(mixed[:10], together[::-1][:10])
+
+
+def test_precomputed_targets_are_exactly_the_rows_the_budget_draws(teacher, bitext_dir, tmp_path):
+    bitexts = load_bitexts(bitext_dir)
+    computed = precompute_targets(teacher, bitexts, 2, 42, 3, tmp_path, progress=False)
+    sampler = LanguageBatchSampler(bitexts, 2, 42)
+    drawn: dict[str, set] = {lang: set() for lang in bitexts}
+    for _ in range(3):
+        for e in sampler.next_batch():
+            drawn[e.source_lang].add(e.row)
+    for lang, b in bitexts.items():
+        assert np.flatnonzero(bitext_targets(teacher, lang, b, tmp_path).done).tolist() == sorted(drawn[lang])
+    assert computed == sum(map(len, drawn.values()))
+    assert precompute_targets(teacher, bitexts, 2, 42, 3, tmp_path, progress=False) == 0
 
 
 @pytest.mark.slow

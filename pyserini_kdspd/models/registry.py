@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .folders import ensure_e5_folder
+from .folders import ensure_e5_folder, ensure_mpnet_folder
 
 # What Pyserini's Auto*Encoder does when told nothing: CLS pooling, no normalisation, no prefix.
 PYSERINI_DEFAULTS = {"pooling": "cls", "l2_norm": False, "query_prefix": None, "passage_prefix": None}
@@ -32,6 +32,7 @@ MODELS: dict[str, ModelInfo] = {
     "multilingual-e5-small": ModelInfo("multilingual-e5-small", "intfloat/multilingual-e5-small",
                                        query_prefix="query: ", passage_prefix="passage: "),
     "all-minilm-l6-v2": ModelInfo("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+    "all-mpnet-base-v2": ModelInfo("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", dim=768),
 }
 DEFAULT_BACKBONE = MODELS["multilingual-e5-small"].alias
 DEFAULT_TEACHER = MODELS["all-minilm-l6-v2"].alias
@@ -58,6 +59,8 @@ def resolve_model(name: str, verify: bool = False) -> str:
         return str(ensure_e5_folder(verify=verify))
     if key == "all-minilm-l6-v2":
         return str(minilm_folder())
+    if key == "all-mpnet-base-v2":
+        return str(ensure_mpnet_folder(verify=verify))
     return name
 
 

@@ -42,11 +42,23 @@ class DenseModel:
     doc_batch_size: int = 64
     extra_encode_args: list = field(default_factory=list)
 
+    @property
+    def encoder(self) -> str:
+        """What ``--encoder`` gets. The stock CLIs' ``--encoder-class`` takes a fixed list of choices, so a
+        KD-SPD folder reaches the plugin by the "kdspd" in its path, or, for a folder such as
+        models/kd-encoder, as the bare ``kdspd`` with ``$PYSERINI_KDSPD_MODEL`` naming it (:meth:`env`)."""
+        if self.kind == "kdspd" and "kdspd" not in Path(self.path).as_posix().lower():
+            return "kdspd"
+        return self.path
+
+    def env(self) -> dict[str, str]:
+        return {"PYSERINI_KDSPD_MODEL": str(Path(self.path).resolve())} if self.encoder != self.path else {}
+
     def encode_args(self) -> list[str]:
-        args = ["--encoder", self.path, "--dimension", str(self.dimension), "--device", "cpu",
+        args = ["--encoder", self.encoder, "--dimension", str(self.dimension), "--device", "cpu",
                 "--batch-size", str(self.doc_batch_size)]
-        if self.kind == "kdspd":  # explicit class: a folder such as models/kd-encoder has no "kdspd" in its name
-            return args + ["--encoder-class", "kdspd", "--fields", "text", "lang"] + self.extra_encode_args
+        if self.kind == "kdspd":
+            return args + ["--fields", "text", "lang"] + self.extra_encode_args
         args += ["--encoder-class", "auto", "--pooling", self.pooling, "--fields", "text"]
         if self.l2_norm:
             args.append("--l2-norm")
@@ -55,9 +67,9 @@ class DenseModel:
         return args + self.extra_encode_args
 
     def search_args(self) -> list[str]:
-        args = ["--encoder", self.path, "--device", "cpu"]
+        args = ["--encoder", self.encoder, "--device", "cpu"]
         if self.kind == "kdspd":
-            return args + ["--encoder-class", "kdspd"]
+            return args
         args += ["--encoder-class", "auto", "--pooling", self.pooling]
         if self.l2_norm:
             args.append("--l2-norm")
@@ -89,10 +101,11 @@ class DenseModel:
                    dimension=int(dim), **overrides)
 
 
-def _run(cmd: list[str], what: str) -> None:
+def _run(cmd: list[str], what: str, model: DenseModel) -> None:
     log.info("%s: %s", what, " ".join(cmd))
     env = java_env()
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.update(model.env())
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}")
@@ -137,7 +150,7 @@ def encode_corpus(model: DenseModel, corpus_dir, index_dir, force: bool = False)
            "input", "--corpus", str(corpus_dir), "--fields", "text", "lang",
            "output", "--embeddings", str(tmp), "--to-faiss",
            "encoder", *model.encode_args()]
-    _run(cmd, f"encode {corpus_dir} with {model.name}")
+    _run(cmd, f"encode {corpus_dir} with {model.name}", model)
     if not index_complete(tmp):
         raise RuntimeError(f"pyserini.encode finished but {tmp} has no index/docid files")
     with atomic_write(tmp / STAMP) as f:  # a retrained model in the same folder invalidates the index
@@ -198,7 +211,7 @@ def encode_queries(model: DenseModel, topics, out_dir, force: bool = False) -> P
         cmd.append("--l2-norm")
     if model.query_prefix:
         cmd += ["--prefx", model.query_prefix.rstrip()]  # sic: pyserini 1.6.0 spells it --prefx
-    _run(cmd, f"encode {topics} with {model.name}")
+    _run(cmd, f"encode {topics} with {model.name}", model)
     os.replace(tmp, out_dir / "embedding.pkl")
     return out_dir
 
@@ -217,6 +230,6 @@ def search(model: DenseModel, index_dir, topics, output, hits: int = 100, thread
            "--output", str(tmp), "--hits", str(hits), "--threads", str(threads), "--batch-size", str(batch_size),
            *(["--encoded-queries", str(encoded_queries), "--device", "cpu"] if encoded_queries
              else model.search_args()), *(extra_args or [])]
-    _run(cmd, f"search {index_dir} with {model.name}")
+    _run(cmd, f"search {index_dir} with {model.name}", model)
     os.replace(tmp, output)
     return output

@@ -1,0 +1,95 @@
+"""A teacher's English-only ceiling (issue 9 section 4, the paper's Table 5): the teacher's own query and
+document encoders, English questions against only the English sentences of LAReQA XQuAD-R (1,180).
+
+A student distilled from a teacher is trained to put every language where the teacher puts English,
+so this English-to-English figure bounds what the student can reach; it is the row printed beside
+each teacher's students. It runs the same stock Pyserini route as the Table 2 rows
+(``pyserini.encode`` + ``pyserini.search.faiss`` through :mod:`.search.dense`), scored by
+:func:`.evaluate.evaluate` against the judgments of the searched sentences only::
+
+    python -m pyserini_kdspd.ceiling --teacher all-MiniLM-L6-v2 multilingual-e5-small all-mpnet-base-v2 \\
+        --threads 1
+
+Indexes go to ``<output-root>/indexes/lareqa-en/<teacher>``, runs to ``<output-root>/runs/lareqa-en/``;
+both are reused while the teacher's weights are unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .evaluate import Evaluation, evaluate, render_table
+from .io import Qrels, collection_files, read_jsonl, read_qrels
+
+METRICS = ("recip_rank", "map", "ndcg_cut_10", "recall_100")
+NAME = "lareqa-en"
+
+
+def restrict_qrels(qrels: Mapping[str, Mapping[str, int]], docids: Iterable[str]) -> Qrels:
+    """The judgments of the documents in ``docids`` only (a query left without any is dropped)."""
+    keep = set(docids)
+    out = {q: {d: g for d, g in docs.items() if d in keep} for q, docs in qrels.items()}
+    return {q: docs for q, docs in out.items() if docs}
+
+
+def teacher_ceiling(teacher: str, corpus_dir, topics, qrels, index_dir, run_file, hits: int = 100,
+                    threads: int = 1, force: bool = False) -> Evaluation:
+    """``teacher`` (alias, Hugging Face id or folder) searching ``corpus_dir`` for ``topics`` with stock
+    Pyserini, evaluated on the judgments of ``corpus_dir``'s documents only."""
+    from .search.dense import DenseModel, encode_corpus, search
+
+    model = DenseModel.from_name(slug(teacher), teacher)
+    index = encode_corpus(model, corpus_dir, index_dir, force=force)
+    run = search(model, index, topics, run_file, hits=hits, threads=threads, force=force)
+    docids = (r["id"] for f in collection_files(corpus_dir) for r in read_jsonl(f))
+    return evaluate(run, restrict_qrels(read_qrels(qrels), docids), depth=hits, metrics=METRICS, name=teacher)
+
+
+def lareqa_ceiling(teacher: str, output_root=".", data_dir=None, **kwargs) -> Evaluation:
+    """:func:`teacher_ceiling` on LAReQA XQuAD-R in English (prepared under ``output_root`` if needed)."""
+    from .data.lareqa import QUERY_LANGUAGE, prepare_lareqa
+
+    root, name, lang = Path(output_root), slug(teacher), QUERY_LANGUAGE
+    paths = prepare_lareqa(data_dir, root)
+    return teacher_ceiling(teacher, paths.by_lang[lang], paths.topics[lang], paths.qrels,
+                           root / "indexes" / NAME / name, root / "runs" / NAME / f"{name}.txt", **kwargs)
+
+
+def slug(name: str) -> str:
+    """A file name for a model name: the last part of a Hugging Face id or path."""
+    return Path(str(name).rstrip("/")).name
+
+
+def main(argv=None) -> int:
+    from ._cli import NATURAL, POSITIVE_INT, configure_logging, run_cli
+
+    p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.ceiling", description=__doc__.split("\n\n")[0])
+    p.add_argument("--teacher", nargs="+", required=True, metavar="NAME",
+                   help="teachers to score, one at a time (aliases, Hugging Face ids or folders)")
+    p.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default ../shared/data)")
+    p.add_argument("--output-root", type=Path, default=Path("."))
+    p.add_argument("--hits", type=POSITIVE_INT, default=100)
+    p.add_argument("--threads", type=NATURAL, default=1,
+                   help="torch and FAISS threads of the Pyserini processes (OMP_NUM_THREADS; 0: their default)")
+    p.add_argument("--force", action="store_true", help="re-encode and re-search instead of reusing outputs")
+    args = p.parse_args(argv)
+    configure_logging()
+    if args.threads:  # the stock CLIs have no thread flag for torch; they inherit the environment
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+
+    def work() -> None:
+        rows = {name: lareqa_ceiling(name, args.output_root, args.data_dir, hits=args.hits,
+                                     threads=max(1, args.threads), force=args.force) for name in args.teacher}
+        n = {ev.num_queries for ev in rows.values()}
+        print(f"\n## English-only ceiling: LAReQA XQuAD-R, English questions against the English sentences "
+              f"({', '.join(map(str, sorted(n)))} judged queries, top {args.hits})\n")
+        print(render_table(rows, metrics=METRICS, marks={}))
+
+    return run_cli(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The paper's Table 5 on this machine: KD-SPD and KD-Encoder distilled from each English teacher.
+
+    python -m pyserini_kdspd.teachers                  # the three offline teachers, 300 steps per student
+    python -m pyserini_kdspd.teachers --teacher all-MiniLM-L6-v2 multilingual-e5-small --train-steps 1200
+
+For every teacher: its English-only ceiling (:mod:`.ceiling`); both students trained for the same
+steps with the same seed, bitext, backbone and the swept learning rates (side by side, the
+teacher's targets computed once); their FLORES-200 dev figures (the training log's last
+evaluation); and their LAReQA XQuAD-R figures (stock ``pyserini.encode`` + ``pyserini.search.faiss``,
+English questions against all 13,014 sentences, top 100). The default teacher is the one whose
+KD-SPD has the best FLORES dev en->xx P@1 over the training languages; the dev MSE is not
+comparable across teachers (each has its own space), and LAReQA never chooses. Students go to
+``models/teachers/<teacher>/``, runs and indexes under ``runs/teachers/`` and ``indexes/teachers/``,
+the table to ``runs/teachers/table5.md`` and ``table5.json`` (``--readme`` copies it into the README).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import io
+from ._cli import NATURAL, POSITIVE_INT, add_driver_flags, run_jobs, train_passthrough
+from .ceiling import slug
+
+TEACHERS = ("all-MiniLM-L6-v2", "multilingual-e5-small", "all-mpnet-base-v2")
+STUDENTS = (("KD-Encoder", "mean", "kd-encoder"), ("KD-SPD", "spd", "kdspd"))  # label, train --student, folder
+METRICS = ("map", "ndcg_cut_10", "recip_rank", "recall_100")
+
+
+def train_students(teacher: str, args) -> dict[str, Path]:
+    """Both students of ``teacher``, side by side, after its targets are cached once."""
+    import subprocess
+
+    root = args.output_root / "models" / "teachers" / slug(teacher)
+    common = [sys.executable, "-m", "pyserini_kdspd.train", "--encoder", args.encoder, "--teacher", teacher,
+              "--max-steps", str(args.train_steps), "--seed", str(args.seed), "--quiet"]
+    common += (["--data-dir", str(args.data_dir)] if args.data_dir else []) + train_passthrough(args)
+    subprocess.run(common + ["--output", str(root / "targets"), "--targets-only", "--threads", str(args.threads)],
+                   check=True)
+    folders = {label: root / folder for label, _, folder in STUDENTS}
+    run_jobs([(label, common + ["--student", kind, "--output", str(folders[label]), "--threads", "1", "--resume"],
+               root / f"{folder}.train.log") for label, kind, folder in STUDENTS],
+             width=2 if args.threads >= 2 else 1, tag=slug(teacher))
+    return folders
+
+
+def lareqa_figures(label: str, folder: Path, paths, args) -> dict:
+    """A student's LAReQA XQuAD-R figures, through stock Pyserini."""
+    from .evaluate import evaluate
+    from .search.dense import DenseModel, encode_corpus, search
+
+    name = f"{folder.parent.name}.{folder.name}"
+    model = DenseModel.from_name(name, str(folder))
+    index = encode_corpus(model, paths.corpus, args.output_root / "indexes" / "teachers" / name)
+    run = search(model, index, paths.topics["en"], args.output_root / "runs" / "teachers" / f"{name}.txt",
+                 threads=args.threads)
+    return evaluate(run, paths.qrels, depth=100, metrics=METRICS, name=label).mean
+
+
+def dev_figures(folder: Path) -> dict:
+    r = io.read_json(folder / "training_log.json")["dev"][-1]["results"]["mean_seen"]
+    return {"p1_en_xx": r["p1_en_xx"], "p1_xx_en": r["p1_xx_en"], "mse": r["mse"]}
+
+
+def markdown(rows: list[dict], chosen: str, steps: int) -> str:
+    lines = [f"Both students trained {steps} steps per teacher (same seed, bitext, backbone, learning rates). "
+             f"LAReQA XQuAD-R: English questions against all 13,014 sentences, top 100; ceiling: the teacher "
+             f"alone, English questions against the 1,180 English sentences. FLORES-200 dev: the 14 training "
+             f"languages. **Bold** teacher: chosen by KD-SPD's FLORES dev en→xx P@1.", "",
+             "| teacher | ceiling MRR | student | FLORES P@1 en→xx | FLORES P@1 xx→en | MAP | nDCG@10 | MRR | R@100 |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        b = "**" if row["teacher"] == chosen else ""
+        for k, (label, _, _) in enumerate(STUDENTS):
+            s = row["students"][label]
+            first = f"{b}{row['teacher']}{b} | {row['ceiling']:.3f}" if k == 0 else " | "
+            lines.append(f"| {first} | {label} | {s['dev']['p1_en_xx']:.3f} | {s['dev']['p1_xx_en']:.3f} | "
+                         + " | ".join(f"{s['lareqa'][m]:.3f}" for m in METRICS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import DEFAULT_BACKBONE
+    p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.teachers", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--teacher", nargs="+", default=list(TEACHERS), help="English teachers (aliases, ids, folders)")
+    p.add_argument("--train-steps", type=POSITIVE_INT, default=300)
+    p.add_argument("--encoder", default=DEFAULT_BACKBONE, help="the students' multilingual backbone")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default ../shared/data)")
+    p.add_argument("--output-root", type=Path, default=Path("."))
+    p.add_argument("--threads", type=NATURAL, default=2)
+    add_driver_flags(p, "table5", "runs/teachers/table5.md")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ._cli import configure_logging, run_cli
+
+    args = build_parser().parse_args(argv)
+    out = args.output_root / "runs" / "teachers"
+    if args.readme is not None:
+        def readme() -> None:
+            meta = io.read_json(out / "table5.json")
+            block = (f"<!-- written by `python -m pyserini_kdspd.teachers --readme` from runs/teachers/ -->\n"
+                     f"`{meta['command']}`:\n\n" + (out / "table5.md").read_text(encoding="utf-8"))
+            io.replace_marked_block(args.readme, "table5", block)
+        return run_cli(readme)
+    configure_logging()
+
+    def work() -> None:
+        from .ceiling import lareqa_ceiling
+        from .data.lareqa import prepare_lareqa
+
+        paths = prepare_lareqa(args.data_dir, args.output_root)
+        rows = []
+        for teacher in args.teacher:
+            folders = train_students(teacher, args)
+            ceiling = lareqa_ceiling(teacher, args.output_root, args.data_dir, threads=max(1, args.threads))
+            rows.append({"teacher": teacher, "ceiling": ceiling.mean["recip_rank"], "students": {
+                label: {"folder": str(folders[label]), "dev": dev_figures(folders[label]),
+                        "lareqa": lareqa_figures(label, folders[label], paths, args)}
+                for label, _, _ in STUDENTS}})
+        chosen = max(rows, key=lambda r: r["students"]["KD-SPD"]["dev"]["p1_en_xx"])["teacher"]
+        out.mkdir(parents=True, exist_ok=True)
+        io.write_json(out / "table5.json", {
+            "command": "python -m pyserini_kdspd.teachers " + " ".join(sys.argv[1:] if argv is None else argv),
+            "train_steps": args.train_steps, "seed": args.seed, "chosen": chosen, "rows": rows})
+        table = markdown(rows, chosen, args.train_steps)
+        (out / "table5.md").write_text(table, encoding="utf-8")
+        print(table, flush=True)
+
+    return run_cli(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The offline English teachers behind ``--teacher``: all-MiniLM-L6-v2 (tested in test_train_cli), all-mpnet-base-v2
+and multilingual-e5-small with its ``passage: `` / ``query: `` prefixes, and their English-only ceilings."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from pyserini_kdspd import io
+from pyserini_kdspd.ceiling import main as ceiling_main
+from pyserini_kdspd.ceiling import restrict_qrels, teacher_ceiling
+from pyserini_kdspd.distill import Teacher
+from pyserini_kdspd.evaluate import evaluate
+from pyserini_kdspd.models import encode_folder, resolve_model
+from test_train_cli import tiny
+
+TEXTS = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+QUERY = "how much protein should a female eat per day"
+
+
+def test_mpnet_teacher_gives_768d_unit_vectors():
+    teacher = Teacher("all-mpnet-base-v2", precision="fp32")
+    emb = teacher.encode_documents(TEXTS)
+    assert teacher.dim == 768 and emb.shape == (3, 768) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.3
+    np.testing.assert_allclose(emb, encode_folder(teacher.path, TEXTS), atol=1e-5)
+    assert teacher.query_settings() | {"path": None} == {
+        "name": "all-mpnet-base-v2", "path": None, "encoder_class": "AutoQueryEncoder", "pooling": "mean",
+        "l2_norm": True, "query_prefix": ""}
+
+
+def test_e5_teacher_encodes_passages_and_saves_its_query_prefix():
+    teacher = Teacher("multilingual-e5-small", precision="fp32")
+    emb = teacher.encode_documents(TEXTS)
+    np.testing.assert_allclose(emb, encode_folder(teacher.path, TEXTS, prefix="passage: "), atol=1e-5)
+    assert not np.allclose(emb, encode_folder(teacher.path, TEXTS), atol=1e-3)
+    assert teacher.query_settings()["query_prefix"] == "query: "
+
+
+def test_student_of_the_e5_teacher_encodes_queries_the_teachers_way(python, bitext_dir, tmp_path):
+    """A 2-step student's folder serves ``query: ``-prefixed teacher vectors through Pyserini's own query
+    encoder selection (what ``python -m pyserini.search.faiss --encoder <folder>`` runs)."""
+    from pyserini.search.faiss.__main__ import init_query_encoder
+
+    out = tmp_path / "kdspd-e5-teacher"
+    argv = tiny(bitext_dir, out, tmp_path / "cache") + [
+        "--teacher", "multilingual-e5-small", "--max-steps", "2", "--max-pairs-per-language", "20",
+        "--languages", "de"]
+    proc = subprocess.run([python, "-m", "pyserini_kdspd.train", *argv], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    encoder = init_query_encoder(str(out), None, None, None, None, "cpu", 64, "cls", False, None)
+    got = encoder.encode(QUERY)
+    e5 = resolve_model("multilingual-e5-small")
+    want, bare = encode_folder(e5, [QUERY], prefix="query: ")[0], encode_folder(e5, [QUERY])[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.linalg.norm(got - bare) > 1e-2  # the prefix changes the vector: its absence would show
+
+
+def test_restrict_qrels_keeps_only_the_searched_documents():
+    qrels = {"q1": {"en-1": 1, "de-1": 1}, "q2": {"de-2": 1}}
+    assert restrict_qrels(qrels, ["en-1", "en-2"]) == {"q1": {"en-1": 1}}
+
+
+@pytest.mark.slow
+def test_ceiling_of_a_teacher_through_stock_pyserini(shared_data, tmp_path):
+    """40 real English LAReQA sentences and their questions; the qrels hold every language's answer,
+    and only the English ones may count."""
+    from pyserini_kdspd.data.lareqa import load_lareqa
+
+    data = load_lareqa(shared_data, download=False)
+    english = data.sentences_of("en")[:40]
+    ids = {s.docid for s in english}
+    topics = {q: t for q, t in data.topics("en").items() if ids & set(data.qrels[q])}
+    io.write_jsonl(tmp_path / "corpus" / "docs.jsonl",
+                   ({"id": s.docid, "contents": s.text, "text": s.text, "lang": "en"} for s in english))
+    io.write_topics(tmp_path / "topics.tsv", topics)
+    io.write_qrels(tmp_path / "qrels.txt", {q: data.qrels[q] for q in topics})
+    ev = teacher_ceiling("all-MiniLM-L6-v2", tmp_path / "corpus", tmp_path / "topics.tsv", tmp_path / "qrels.txt",
+                         tmp_path / "index", tmp_path / "run.txt", hits=10)
+    assert ev.num_queries == len(topics) >= 20 and not ev.missing
+    assert ev["recip_rank"] > 0.7  # MiniLM answers English questions on English sentences well
+    assert ev["map"] == pytest.approx(ev["recip_rank"])  # one English answer per question: AP is its RR
+    run = io.read_run(tmp_path / "run.txt")
+    assert {d for docs in run.values() for d in docs} <= ids
+
+
+def test_ceiling_cli_refuses_bad_flags_before_any_work(capsys, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        ceiling_main(["--teacher", "all-MiniLM-L6-v2", "--hits", "0", "--output-root", str(tmp_path)])
+    assert err.value.code == 2 and "--hits: must be > 0, got 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(python, bitext_dir, shared_data, tmp_path):
+    """``python -m pyserini_kdspd.teachers`` end to end with one packaged teacher and tiny students."""
+    cmd = [python, "-m", "pyserini_kdspd.teachers", "--teacher", "all-MiniLM-L6-v2", "--train-steps", "2",
+           "--encoder", "all-MiniLM-L6-v2", "--output-root", str(tmp_path), "--", "--bitext", str(bitext_dir),
+           "--decoder-layers", "1", "--prompt-length", "4", "--max-length", "32", "--dev-sentences", "10",
+           "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = io.read_json(tmp_path / "runs" / "teachers" / "table5.json")
+    assert meta["chosen"] == "all-MiniLM-L6-v2" and meta["train_steps"] == 2
+    (row,) = meta["rows"]
+    for label in ("KD-Encoder", "KD-SPD"):
+        log = io.read_json(tmp_path / "models" / "teachers" / "all-MiniLM-L6-v2" / log_folder(label) /
+                           "training_log.json")
+        assert log["steps"] == 2 and log["settings"]["teacher"] == "all-MiniLM-L6-v2"
+        assert row["students"][label]["dev"]["p1_en_xx"] == log["dev"][-1]["results"]["mean_seen"]["p1_en_xx"]
+        run = tmp_path / "runs" / "teachers" / f"all-MiniLM-L6-v2.{log_folder(label)}.txt"
+        assert row["students"][label]["lareqa"]["map"] == pytest.approx(
+            evaluate(run, tmp_path / "qrels" / "lareqa.txt", metrics=("map",)).mean["map"])
+    assert row["ceiling"] == pytest.approx(0.794, abs=0.002)  # the teacher alone, English only (README)
+    table = (tmp_path / "runs" / "teachers" / "table5.md").read_text()
+    assert "| **all-MiniLM-L6-v2** | 0.79" in table and table.count("| KD-SPD |") == 1
+
+
+def log_folder(label: str) -> str:
+    return {"KD-Encoder": "kd-encoder", "KD-SPD": "kdspd"}[label]
