@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "on FLORES dev by python -m pyserini_kdspd.sweep)")
     p.add_argument("--head-lr", type=POSITIVE, default=None,
                    help="learning rate of the fresh prompts/decoder/projection, which start from scratch while the "
-                        "encoder is pretrained (default: as --lr; --head-lr equal to --lr gives the paper's single lr)")
+                        "encoder is pretrained (default: the student's in LEARNING_RATES; KD-Encoder: --lr; "
+                        "--head-lr equal to --lr gives the paper's single lr)")
     p.add_argument("--warmup", type=NONNEGATIVE, default=0.1, help="< 1: fraction of --max-steps; >= 1: steps")
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear",
                    help="after warmup (minutes-only budgets are always constant)")
@@ -171,20 +172,26 @@ def _train(args: argparse.Namespace, output: Path) -> int:
 
 
 def _targets_only(args: argparse.Namespace, bitexts: dict, precision: str) -> int:
+    from .distill.trainer import precompute_targets
+
+    teacher = _teacher(args, precision)
+    computed = precompute_targets(teacher, bitexts, args.batch_per_language, args.seed, args.max_steps,
+                                  args.cache_dir, progress=not args.quiet)
+    print(f"teacher targets of {args.max_steps or 'every'} step(s) cached ({computed} computed now)", flush=True)
+    return 0
+
+
+def _teacher(args: argparse.Namespace, precision: str):
+    """Threads and oneDNN's kernel cache set first (before any matmul), then the teacher."""
     import torch
 
     from .distill import Teacher
-    from .distill.trainer import precompute_targets
     from .runtime import bound_kernel_cache
 
     if args.threads:
         torch.set_num_threads(args.threads)
     bound_kernel_cache()
-    teacher = Teacher(args.teacher, pooling=args.teacher_pooling, max_length=args.max_length, precision=precision)
-    computed = precompute_targets(teacher, bitexts, args.batch_per_language, args.seed, args.max_steps,
-                                  args.cache_dir, progress=not args.quiet)
-    print(f"teacher targets of {args.max_steps or 'every'} step(s) cached ({computed} computed now)", flush=True)
-    return 0
+    return Teacher(args.teacher, pooling=args.teacher_pooling, max_length=args.max_length, precision=precision)
 
 
 def _rerun(args: argparse.Namespace, output: Path, settings: dict, resume: bool) -> int | None:
@@ -234,20 +241,14 @@ def _rerun(args: argparse.Namespace, output: Path, settings: dict, resume: bool)
 def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores: Path | None, precision: str,
                    settings: dict):
     """Teacher, fresh student, loss and dev set: everything that loads a model."""
-    import torch
-
-    from .distill import DevEvaluator, DistillationTrainer, KDEncoderLoss, MSELoss, Teacher, TrainingArguments
+    from .distill import DevEvaluator, DistillationTrainer, KDEncoderLoss, MSELoss, TrainingArguments
     from .distill.trainer import set_seed
     from .models import model_settings, resolve_model
-    from .runtime import bound_kernel_cache
     from .spd import Student, StudentConfig
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    bound_kernel_cache()  # before the teacher's first matmul
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     print(f"bitext: {', '.join(f'{l} {len(b)}' for l, b in bitexts.items())} pairs", flush=True)
-    teacher = Teacher(args.teacher, pooling=args.teacher_pooling, max_length=args.max_length, precision=precision)
+    teacher = _teacher(args, precision)
     print(f"teacher: {teacher.name} ({teacher.path}), dim {teacher.dim}, {teacher.precision}", flush=True)
 
     normalize = bool(teacher.settings.get("l2_norm")) if args.normalize is None else args.normalize

@@ -115,13 +115,15 @@ def planned_rows(bitexts: dict[str, Bitext], batch_per_language: int, seed: int,
 
 
 def precompute_targets(teacher: Teacher, bitexts: dict[str, Bitext], batch_per_language: int, seed: int,
-                       steps: int | None, cache_dir=None, progress: bool = True) -> int:
+                       steps: int | None, cache_dir=None, progress: bool = True,
+                       caches: dict[str, TargetCache] | None = None) -> int:
     """Teacher targets of every pair ``steps`` steps will sample, computed before training in full
     batches (one token length each) and cached on disk, so that no step waits for the teacher and a
-    second student or a rerun on the same bitext computes none. Returns how many were computed."""
+    second student or a rerun on the same bitext computes none. ``caches`` (per language) are used
+    when given, else opened. Returns how many were computed."""
     computed = 0
     for lang, rows in planned_rows(bitexts, batch_per_language, seed, steps).items():
-        cache = bitext_targets(teacher, lang, bitexts[lang], cache_dir)
+        cache = caches[lang] if caches is not None else bitext_targets(teacher, lang, bitexts[lang], cache_dir)
         computed += cache.fill(rows, progress=progress)
         cache.flush()
     return computed
@@ -215,8 +217,9 @@ class DistillationTrainer:
 
     def precompute_targets(self, progress: bool = True) -> int:
         """:func:`precompute_targets` for this run's budget (the count goes to the log)."""
-        rows = planned_rows(self.bitexts, self.args.batch_per_language, self.args.seed, self.args.max_steps)
-        self.precomputed += sum(self.caches[lang].fill(r, progress=progress) for lang, r in rows.items())
+        self.precomputed += precompute_targets(self.teacher, self.bitexts, self.args.batch_per_language,
+                                               self.args.seed, self.args.max_steps, progress=progress,
+                                               caches=self.caches)
         return self.precomputed
 
     # ------------------------------------------------------------------ pieces
