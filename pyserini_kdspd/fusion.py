@@ -18,6 +18,22 @@ merges them two ways, both here behind one call in the spirit of ranx's
   normalises to 0, as in ranx.
 * ``rrf``: reciprocal rank fusion (ranx, ``k=60``), not in the paper, for comparison.
 
+Ties (``minmax``, ``rrf``): every language's top document normalises to 1.0 (and
+gets 1/(k+1) from RRF), and trec_eval breaks score ties by descending docid, which
+would put the same language (here the last in alphabetical order) first for every
+query. So ties are broken at random and written into the scores: fused scores are
+taken to the 6 decimals of a TREC run (``io.write_run``), documents whose scores
+agree there are tied, each tie group is shuffled (after sorting it by docid) with
+an RNG seeded by ``(seed, qid)`` as round robin's, group after group in descending
+score order, and scores are lowered by as few millionths as it takes to make them
+strictly decrease down the ranking. trec_eval and pytrec_eval then read back
+exactly this order; the order of documents whose scores differ is never changed.
+The result depends on the documents and scores only, not on the order or the names
+of the lists, and a deeper cut extends a shallower one. The unnormalised scores are
+not used to break ties: each language's BM25 scores come from its own index,
+analyzer and query translation, so comparing them would favour whichever language
+scores high, a language bias of its own.
+
 Missing queries: ranx requires every run to hold the same queries, so each list is
 padded with empty result lists for the queries it lacks (lists with no hit at all
 are dropped); a query missing from one language still gets the other languages'
@@ -42,6 +58,7 @@ from .io import Run, check_scores, ranked, read_run, write_run
 
 METHODS = ("rr", "minmax", "rrf")
 _CODE_WIDTH = 12
+_DECIMALS = 6  # io.write_run's f"{score:.6f}": ties are judged, and broken, on what a run file keeps
 
 
 def _canonical(runs) -> list[tuple[str, Mapping[str, Mapping[str, float]]]]:
@@ -56,6 +73,38 @@ def _canonical(runs) -> list[tuple[str, Mapping[str, Mapping[str, float]]]]:
             raise TypeError(f"run {name!r}: expected {{qid: {{docid: score}}}}, got {type(r).__name__}")
         check_scores(r, f"run {name!r}")  # min-max would spread NaN over the whole list
     return items
+
+
+def _rng(seed: int, qid: str) -> random.Random:
+    """The per-query RNG of round robin and of tie breaking; str seeds hash with SHA-512: stable across processes."""
+    return random.Random(f"{seed}\t{qid}")
+
+
+def _micro(score: float) -> int:
+    """``score`` in units of the last decimal a run file keeps."""
+    return round(score * 10 ** _DECIMALS)
+
+
+def _break_ties(docs: Mapping[str, float], rng: random.Random, depth: int | None) -> dict[str, float]:
+    """The top ``depth`` of ``docs`` (all when None), every tie put in random order and that order written into
+    the scores, so that trec_eval reads it back instead of ordering ties by docid (module docstring: Ties).
+
+    Returned in rank order, with strictly decreasing scores on the 6-decimal grid of a run file.
+    """
+    groups: dict[int, list[str]] = {}
+    for d, s in docs.items():
+        groups.setdefault(_micro(s), []).append(d)
+    out: dict[str, float] = {}
+    last = None
+    for score in sorted(groups, reverse=True):
+        group = sorted(groups[score])  # the shuffle's input must not depend on the order the lists came in
+        rng.shuffle(group)
+        for d in group:
+            last = score if last is None else min(score, last - 1)
+            out[d] = last / 10 ** _DECIMALS
+            if depth and len(out) == depth:
+                return out
+    return out
 
 
 def _qids(items) -> list[str]:
@@ -132,7 +181,7 @@ def _ranx_fuse(items, qids: list[str], method: str, rrf_k: int, depth: int | Non
 
 
 def _top(docs, depth: int | None) -> dict[str, float]:
-    """The top ``depth`` entries (and any ties with the last) of a ranx typed dict sorted by score.
+    """The top ``depth`` entries (and any ties with the last, to 6 decimals) of a ranx typed dict sorted by score.
 
     Reading a numba typed dict from Python costs a dispatch per value (Run.to_dict()
     takes ~5 s per 300k entries) while iterating its keys is cheap, so only what
@@ -145,7 +194,7 @@ def _top(docs, depth: int | None) -> dict[str, float]:
         s = float(docs[c])
         if last is not None and s > last:
             return {k: float(docs[k]) for k in docs}  # not sorted after all
-        if depth and len(out) >= depth and s < last:
+        if depth and len(out) >= depth and _micro(s) < _micro(last):
             break
         out[c] = last = s
     return out
@@ -156,8 +205,9 @@ def fuse(runs, method: str = "rr", depth: int | None = 100, seed: int = 0, rrf_k
 
     ``rr`` scores are ``depth - rank`` (rank from 0; the list length when ``depth`` is
     None) so TREC tools sort them back into round-robin order; ``minmax`` keeps the
-    normalised scores, ``rrf`` the RRF scores. See the module docstring for the
-    definitions, the seeding, and missing-query and duplicate handling.
+    normalised scores, ``rrf`` the RRF scores, both to 6 decimals and lowered by a few
+    millionths where ties are broken. See the module docstring for the definitions,
+    the seeding, ties, and missing-query and duplicate handling.
     """
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}; expected one of {METHODS}")
@@ -170,14 +220,13 @@ def fuse(runs, method: str = "rr", depth: int | None = 100, seed: int = 0, rrf_k
     if method == "rr":
         out: Run = {}
         for q in qids:
-            rng = random.Random(f"{seed}\t{q}")  # str seeds hash with SHA-512: stable across processes
-            docs = round_robin([r.get(q, {}) for _, r in items], rng, depth)
+            docs = round_robin([r.get(q, {}) for _, r in items], _rng(seed, q), depth)
             if docs:
                 top = depth if depth else len(docs)
                 out[q] = {d: float(top - i) for i, d in enumerate(docs)}
         return out
     fused = _ranx_fuse(items, qids, method, rrf_k, depth)
-    return {q: dict(ranked(docs, depth)) for q, docs in fused.items()}
+    return {q: _break_ties(docs, _rng(seed, q), depth) for q, docs in fused.items()}
 
 
 # ------------------------------------------------------------------------ CLI

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from . import io
 from ._cli import NATURAL, POSITIVE, POSITIVE_INT, add_driver_flags, run_jobs, train_passthrough
+from .distill.dev import SELECT_BY, dev_summary
 
 SPD_LR = (2e-5, 5e-5)
 SPD_HEAD_LR = (3e-4, 1e-3, 3e-3)
 MEAN_LR = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4)
-SELECT_BY = "mean_seen"  # FLORES dev languages that are in the bitext: Finnish never selects
 
 
 def grid(spd_lr, spd_head_lr, mean_lr) -> list[dict]:
@@ -38,15 +38,6 @@ def grid(spd_lr, spd_head_lr, mean_lr) -> list[dict]:
 def name(setting: dict) -> str:
     base = f"{setting['student']}-lr{setting['lr']:g}"
     return base + (f"-head{setting['head_lr']:g}" if setting["student"] != "mean" else "")
-
-
-def score(log: dict) -> dict:
-    """The last FLORES dev evaluation of a training log, as the sweep table reads it."""
-    last = log["dev"][-1]
-    r = last["results"]
-    return {"step": last["step"], "mse": r[SELECT_BY]["mse"], "p1_en_xx": r[SELECT_BY]["p1_en_xx"],
-            "p1_xx_en": r[SELECT_BY]["p1_xx_en"], "mse_fi": r.get("fi", {}).get("mse"),
-            "p1_en_xx_fi": r.get("fi", {}).get("p1_en_xx")}
 
 
 def choose(rows: list[dict]) -> dict[str, dict]:
@@ -139,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for st in settings:
         log = io.read_json(args.models / name(st) / "training_log.json")
-        rows.append({"setting": st, "name": name(st), **score(log)})
+        rows.append({"setting": st, "name": name(st), **dev_summary(log)})
     best = choose(rows)
     args.output.mkdir(parents=True, exist_ok=True)
     io.write_json(args.output / "sweep.json", {

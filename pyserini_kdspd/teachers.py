@@ -22,6 +22,8 @@ from pathlib import Path
 from . import io
 from ._cli import NATURAL, POSITIVE_INT, add_driver_flags, run_jobs, train_passthrough
 from .ceiling import slug
+from .distill.dev import dev_summary
+from .distill.trainer import LOG_NAME
 
 TEACHERS = ("all-MiniLM-L6-v2", "multilingual-e5-small", "all-mpnet-base-v2")
 STUDENTS = (("KD-Encoder", "mean", "kd-encoder"), ("KD-SPD", "spd", "kdspd"))  # label, train --student, folder
@@ -56,11 +58,6 @@ def lareqa_figures(label: str, folder: Path, paths, args) -> dict:
     run = search(model, index, paths.topics["en"], args.output_root / "runs" / "teachers" / f"{name}.txt",
                  threads=args.threads)
     return evaluate(run, paths.qrels, depth=100, metrics=METRICS, name=label).mean
-
-
-def dev_figures(folder: Path) -> dict:
-    r = io.read_json(folder / "training_log.json")["dev"][-1]["results"]["mean_seen"]
-    return {"p1_en_xx": r["p1_en_xx"], "p1_xx_en": r["p1_xx_en"], "mse": r["mse"]}
 
 
 def markdown(rows: list[dict], chosen: str, steps: int) -> str:
@@ -119,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             folders = train_students(teacher, args)
             ceiling = lareqa_ceiling(teacher, args.output_root, args.data_dir, threads=max(1, args.threads))
             rows.append({"teacher": teacher, "ceiling": ceiling.mean["recip_rank"], "students": {
-                label: {"folder": str(folders[label]), "dev": dev_figures(folders[label]),
+                label: {"folder": str(folders[label]), "dev": dev_summary(io.read_json(folders[label] / LOG_NAME)),
                         "lareqa": lareqa_figures(label, folders[label], paths, args)}
                 for label, _, _ in STUDENTS}})
         chosen = max(rows, key=lambda r: r["students"]["KD-SPD"]["dev"]["p1_en_xx"])["teacher"]

@@ -15,7 +15,8 @@ import pytest
 
 from pyserini_kdspd import io
 from pyserini_kdspd.data import clef
-from pyserini_kdspd.data.passages import docid_of
+from pyserini_kdspd.data.passages import (DEFAULT_TOKENIZER, docid_of, load_tokenizer, maxp_search_args,
+                                          read_metadata, windows)
 
 FIX = Path(__file__).parent / "fixtures" / "clef"
 
@@ -83,10 +84,12 @@ def test_qrels_ids_follow_the_topics():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    """The zero-shot build (Finnish too), in passages of 16 tokens of the default tokenizer, stride 8, so that
+    the fixture's short documents get several passages each."""
     out = tmp_path_factory.mktemp("clef")
     docs = {lang: FIX / lang for lang in ("de", "fr", "it", "fi")}
     paths = clef.build_clef(docs, sorted((FIX / "topics").iterdir()), sorted((FIX / "qrels").iterdir()),
-                            output_root=out, passage_length=8, stride=4)
+                            output_root=out, passage_length=16, stride=8)
     return out, paths
 
 
@@ -112,8 +115,9 @@ def test_collection_topics_and_qrels(built):
     assert stats["documents"] == {"de": 5, "fr": 3, "it": 3, "fi": 1}
 
 
-def test_passages_cover_documents(built):
+def test_passages_are_spans_of_the_backbones_tokens(built):
     _, paths = built
+    tok = load_tokenizer(DEFAULT_TOKENIZER)
     corpus = {r["id"]: r for r in io.read_jsonl(paths.corpus / "corpus.jsonl")}
     passages = list(io.read_jsonl(paths.passages / "corpus.jsonl"))
     by_doc = {}
@@ -122,22 +126,78 @@ def test_passages_cover_documents(built):
         assert p["contents"] == p["text"] and p["lang"] == corpus[docid_of(p["id"])]["lang"]
     assert set(by_doc) == set(corpus)
     for docid, ps in by_doc.items():
-        words = corpus[docid]["text"].split()
+        text = corpus[docid]["text"]
+        spans = tok.spans(text)
         assert [p["id"] for p in ps] == [f"{docid}#{k}" for k in range(len(ps))]
-        for k, p in enumerate(ps):
-            assert p["text"] in corpus[docid]["text"]
-            assert p["text"].split() == words[4 * k: 4 * k + 8]
-        assert len(ps) == (1 if len(words) <= 8 else 1 + -(-(len(words) - 8) // 4))
-    assert any(len(ps) > 1 for ps in by_doc.values())
+        assert len(ps) == len(windows(len(spans), 16, 8))
+        for p, (s, e) in zip(ps, windows(len(spans), 16, 8)):
+            assert p["text"] == text[spans[s][0]:spans[e - 1][1]].strip()  # the original text, not pieces
+    assert max(len(ps) for ps in by_doc.values()) == 5  # 47 tokens: 0-16, 8-24, 16-32, 24-40, 32-47
+    meta = read_metadata(paths.passages)
+    assert meta["tokenizer"] == tok.fingerprint() and meta["tokenizer"]["name"] == DEFAULT_TOKENIZER
+    assert (meta["passage_length"], meta["stride"], meta["passages"]) == (16, 8, len(passages))
+    stats = json.loads(paths.stats.read_text())
+    assert stats["build"]["tokenizer"] == meta["tokenizer"] and stats["passages"] == {
+        lang: sum(p["lang"] == lang for p in passages) for lang in ("de", "fr", "it", "fi")}
 
 
-def test_cli_with_clef_dir(tmp_path, python):
-    r = subprocess.run([python, "-m", "pyserini_kdspd.data", "clef", "--clef-dir", str(FIX),
-                        "--output-root", str(tmp_path)], capture_output=True, text=True)
+def _cli(python, *args):
+    return subprocess.run([python, "-m", "pyserini_kdspd.data", "clef", *args], capture_output=True, text=True)
+
+
+def test_cli_table2_languages_by_default_finnish_on_request(tmp_path, python):
+    r = _cli(python, "--clef-dir", str(FIX), "--output-root", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert io.read_topics(tmp_path / "topics/clef.en.tsv").keys() == {"C001", "C002", "C041"}
+    stats = json.loads((tmp_path / "collections/clef/stats.json").read_text())
+    assert stats["languages"] == ["de", "fr", "it"] and stats["documents"] == {"de": 5, "fr": 3, "it": 3}
     passages = list(io.read_jsonl(tmp_path / "collections/clef/passages/corpus.jsonl"))
-    assert len(passages) == 12  # every fixture document is shorter than 180 words: one passage each
-    r = subprocess.run([python, "-m", "pyserini_kdspd.data", "clef", "--clef-dir", str(tmp_path / "nowhere"),
-                        "--output-root", str(tmp_path)], capture_output=True, text=True)
+    assert len(passages) == 11  # every fixture document is shorter than 180 tokens: one passage each
+    assert stats["build"]["tokenizer"]["name"] == DEFAULT_TOKENIZER
+    r = _cli(python, "--clef-dir", str(FIX), "--output-root", str(tmp_path / "zs"), "--languages", "de", "fr", "it",
+             "fi")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "zs/collections/clef/stats.json").read_text())["documents"]["fi"] == 1
+    r = _cli(python, "--clef-dir", str(FIX), "--output-root", str(tmp_path / "x"), "--languages", "de", "fr", "it",
+             "es")
+    assert r.returncode == 2 and "expected {de,fr,it,es}/" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli(python, "--clef-dir", str(tmp_path / "nowhere"), "--output-root", str(tmp_path))
     assert r.returncode == 2 and "licensed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_build_is_reused_only_with_the_same_tokenizer(tmp_path):
+    kwargs = dict(output_root=tmp_path, clef_dir=FIX, passage_length=16, stride=8)
+    paths = clef.prepare_clef(**kwargs)
+    passages = paths.passages / "corpus.jsonl"
+    first = passages.stat().st_mtime_ns
+    assert clef.prepare_clef(**kwargs) == paths and passages.stat().st_mtime_ns == first  # reused
+    clef.prepare_clef(**kwargs, tokenizer="whitespace")  # another tokenizer: rebuilt, and recorded
+    assert passages.stat().st_mtime_ns != first
+    assert read_metadata(paths.passages)["tokenizer"] == {"name": "whitespace"}
+    assert json.loads(paths.stats.read_text())["build"]["tokenizer"] == {"name": "whitespace"}
+    assert len(list(io.read_jsonl(passages))) == sum(len(windows(len(r["text"].split()), 16, 8))
+                                                     for r in io.read_jsonl(paths.corpus / "corpus.jsonl"))
+    again = passages.stat().st_mtime_ns
+    clef.prepare_clef(**kwargs)  # back to the default tokenizer: rebuilt again
+    assert passages.stat().st_mtime_ns != again and read_metadata(paths.passages)["tokenizer"]["name"] == \
+        DEFAULT_TOKENIZER
+
+
+@pytest.mark.slow  # stock pyserini.encode and two pyserini.search.faiss runs: about a minute
+def test_dense_maxp_run_keeps_the_documents_asked_for(built, tmp_path):
+    """A dense run over the passages, through the driver's flags: min(hits, #documents) distinct documents per
+    query after Pyserini's --max-passage, though documents have up to five passages each."""
+    from pyserini_kdspd.search.dense import DenseModel, encode_corpus, search
+
+    out, paths = built
+    model = DenseModel.from_name("teacher", "all-MiniLM-L6-v2")
+    index = encode_corpus(model, paths.passages, tmp_path / "index")
+    n_docs = read_metadata(paths.passages)["documents"]
+    assert n_docs == 12
+    for hits in (5, 100):
+        run = io.read_run(search(model, index, paths.topics, tmp_path / f"run{hits}.txt", hits=hits, threads=1,
+                                 extra_args=maxp_search_args(paths.passages, hits)))
+        assert set(run) == set(io.read_topics(paths.topics))
+        for qid, docs in run.items():
+            assert not any("#" in d for d in docs)  # documents, not passages
+            assert len(docs) == min(hits, n_docs), (hits, qid, sorted(docs))

@@ -6,13 +6,17 @@ tests pay it, once per session.
 """
 import random
 import subprocess
+from collections import Counter
 
 import pytest
+import pytrec_eval
 
+from pyserini_kdspd.evaluate import evaluate
 from pyserini_kdspd.fusion import fuse, main, round_robin
 from pyserini_kdspd.io import ranked, read_run, write_run
 
 LANGS = ("ar", "de", "fi", "ru", "zh")
+LAREQA_LANGS = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
 
 
 def per_language_runs(n_queries=12, n_docs=15, seed=1, drop=True):
@@ -29,13 +33,28 @@ def per_language_runs(n_queries=12, n_docs=15, seed=1, drop=True):
     return runs
 
 
+def lareqa_shaped_runs(n_queries=120, n_docs=20, seed=2):
+    """Per-language BM25-like lists shaped like LAReQA's: 11 languages, ids ``{lang}-a000-p00-s00``, scores with
+    4 decimals. After min-max every language's top document scores 1.0 (RRF: 1/61), and docid order puts zh first."""
+    rng = random.Random(seed)
+    return {lang: {f"q{q:03d}": {f"{lang}-a{rng.randrange(48):03d}-p{d:02d}-s{rng.randrange(9):02d}":
+                                 round(rng.uniform(0, 30), 4) for d in range(n_docs)}
+                   for q in range(n_queries)}
+            for lang in LAREQA_LANGS}
+
+
+def lang_at_rank_1(fused):
+    """The language of each query's first document as trec_eval orders the run (score, then docid, descending)."""
+    return {q: ranked(docs)[0][0].split("-")[0] for q, docs in fused.items()}
+
+
 def all_queries(runs):
     """Every query some language retrieved for: fusion keeps each, whichever lists lack it."""
     return {q for run in runs.values() for q in run}
 
 
-def direct_minmax(runs, depth):
-    """The paper's score merging written out: min-max per list and query, union, sort."""
+def direct_minmax(runs):
+    """The paper's score merging written out: min-max per list and query, union."""
     out = {}
     for run in runs.values():
         for q, docs in run.items():
@@ -43,7 +62,27 @@ def direct_minmax(runs, depth):
             den = max(hi - lo, 1e-9)  # ranx's guard: a constant list normalises to 0
             for d, s in docs.items():
                 out.setdefault(q, {})[d] = (s - lo) / den
-    return {q: dict(ranked(docs, depth)) for q, docs in out.items()}
+    return out
+
+
+def assert_ranks_as(got, want, depth):
+    """``got`` is ``want``'s ranking cut at ``depth``, ties (to the 6 decimals of a run file) in any order.
+
+    Its scores strictly decrease (nothing left for trec_eval to order by docid) and stay within a few
+    millionths of ``want``'s, no document passes one with a higher score, and everything scored above
+    the cut is kept.
+    """
+    assert set(got) == set(want)
+    for q, docs in got.items():
+        order = [d for d, _ in ranked(docs)]
+        assert order == list(docs)  # returned in rank order
+        scores = [docs[d] for d in order]
+        assert all(a > b for a, b in zip(scores, scores[1:]))
+        truth = [round(want[q][d], 6) for d in order]
+        assert truth == sorted(truth, reverse=True)
+        assert len(order) == min(depth or len(want[q]), len(want[q]))
+        assert {d for d, s in want[q].items() if round(s, 6) > truth[-1]} <= set(order)
+        assert docs == pytest.approx({d: want[q][d] for d in order}, abs=2e-5)  # a tie of 11 lowered by 10e-6
 
 
 # ------------------------------------------------------------------ round robin
@@ -108,12 +147,7 @@ def test_bad_arguments():
 def test_minmax_through_ranx_equals_direct_implementation():
     runs = per_language_runs()
     for depth in (None, 10):
-        got = fuse(runs, "minmax", depth=depth)
-        want = direct_minmax(runs, depth)
-        assert set(got) == set(want)
-        for q in want:
-            assert got[q] == pytest.approx(want[q], abs=1e-12)
-            assert [d for d, _ in ranked(got[q])] == [d for d, _ in ranked(want[q])]
+        assert_ranks_as(fuse(runs, "minmax", depth=depth), direct_minmax(runs), depth)
 
 
 def test_minmax_missing_query_and_single_list():
@@ -121,28 +155,70 @@ def test_minmax_missing_query_and_single_list():
     b = {"q1": {"b1": 1.0, "b2": 0.5}, "q2": {"b3": 3.0, "b4": 1.0}}
     empty = {"q1": {}}
     fused = fuse({"a": a, "b": b, "fi": empty}, "minmax")
-    assert fused["q1"] == pytest.approx({"a1": 1.0, "a2": 0.5, "a3": 0.0, "b1": 1.0, "b2": 0.0})
+    assert fused["q1"] == pytest.approx({"a1": 1.0, "a2": 0.5, "a3": 0.0, "b1": 1.0, "b2": 0.0}, abs=2e-6)
     assert fused["q2"] == pytest.approx({"b3": 1.0, "b4": 0.0})  # q2 missing from a: b's documents kept
     assert fuse([a], "minmax")["q1"] == pytest.approx({"a1": 1.0, "a2": 0.5, "a3": 0.0})
     assert fuse([empty, {"q1": {}}], "minmax") == {}
-    # ties at the depth boundary (every list's top normalises to 1.0) are cut like io.ranked cuts them
     runs = {"a": a, "b": b}
     for depth in (1, 2, 4):
-        got, want = fuse(runs, "minmax", depth=depth), direct_minmax(runs, depth)
-        assert set(got) == set(want) and all(got[q] == pytest.approx(want[q]) for q in want)
-    assert list(fuse(runs, "minmax", depth=1)["q1"]) == ["b1"]  # a1 and b1 tie at 1.0: trec_eval order keeps b1
+        assert_ranks_as(fuse(runs, "minmax", depth=depth), direct_minmax(runs), depth)
+    # a1 and b1 tie at 1.0: which one a cut at 1 keeps is the seed's draw, not the docid's
+    assert {next(iter(fuse(runs, "minmax", depth=1, seed=seed)["q1"])) for seed in range(10)} == {"a1", "b1"}
+
+
+# ------------------------------------------------------------------------ ties
+@pytest.mark.parametrize("method", ["minmax", "rrf"])
+def test_ties_spread_rank_1_over_languages_reproducibly(method):
+    runs = lareqa_shaped_runs()
+    fused = fuse(runs, method, depth=20, seed=0)
+    first = lang_at_rank_1(fused)
+    counts = Counter(first.values())
+    assert set(counts) == set(LAREQA_LANGS) and max(counts.values()) < len(first) / 4, counts  # docid order: 120 zh
+    assert fuse(runs, method, depth=20, seed=0) == fused
+    # neither the order nor the names of the lists matter
+    assert fuse(dict(reversed(runs.items())), method, depth=20, seed=0) == fused
+    assert fuse(list(reversed(runs.values())), method, depth=20, seed=0) == fused
+    other = lang_at_rank_1(fuse(runs, method, depth=20, seed=1))
+    assert sum(other[q] != first[q] for q in first) > len(first) / 2  # 10 in 11 expected
+
+
+@pytest.mark.parametrize("method", ["minmax", "rrf"])
+def test_broken_ties_survive_the_run_file_and_pytrec_eval(tmp_path, method):
+    fused = fuse(lareqa_shaped_runs(), method, depth=20, seed=0)
+    write_run(tmp_path / "fused.txt", fused, depth=20)
+    assert read_run(tmp_path / "fused.txt") == fused
+    # judge the document fused at rank k (1..11: inside the tie of every language's top), expect 1/k back
+    want = {q: 1 + i % len(LAREQA_LANGS) for i, q in enumerate(fused)}
+    qrels = {q: {list(fused[q])[k - 1]: 1} for q, k in want.items()}
+    got = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(read_run(tmp_path / "fused.txt"))
+    assert {q: got[q]["recip_rank"] for q in got} == pytest.approx({q: 1 / k for q, k in want.items()})
+    mrr = sum(1 / k for k in want.values()) / len(want)
+    assert evaluate(tmp_path / "fused.txt", qrels, metrics=["recip_rank"])["recip_rank"] == pytest.approx(mrr)
+
+
+def test_a_tie_is_kept_together_and_a_deeper_cut_extends_a_shallower_one():
+    """A tie of six at 0.5 (one only equal to 6 decimals) lowers its members to 0.499995: the next distinct
+    score, 0.499998, is lowered below them rather than passed; a cut inside the tie keeps any of its members."""
+    runs = {x: {"q": {f"{x}1": 1.0, f"{x}2": 0.5, f"{x}3": 0.0}} for x in "abcde"}
+    runs["a"]["q"].update({"a-near": 0.4999996, "a-next": 0.499998})
+    fused = fuse(runs, "minmax", depth=None)
+    assert_ranks_as(fused, direct_minmax(runs), None)
+    order = list(fused["q"])
+    assert set(order[5:11]) == {"a2", "b2", "c2", "d2", "e2", "a-near"} and order[11] == "a-next"
+    assert fused["q"]["a-next"] == pytest.approx(0.499994)
+    for depth in (1, 6, 12):
+        assert list(fuse(runs, "minmax", depth=depth)["q"]) == order[:depth]
+    assert {list(fuse(runs, "minmax", depth=6, seed=seed)["q"])[5] for seed in range(50)} == set(order[5:11])
 
 
 def test_rrf_through_ranx():
     runs = per_language_runs(n_queries=4)
-    got = fuse(runs, "rrf", depth=None)
-    assert set(got) == all_queries(runs)
-    for q in got:
-        want = {}
-        for run in runs.values():
-            for rank, (d, _) in enumerate(ranked(run.get(q, {})), 1):
-                want[d] = want.get(d, 0.0) + 1 / (60 + rank)
-        assert got[q] == pytest.approx(want)
+    want = {}
+    for run in runs.values():
+        for q, docs in run.items():
+            for rank, (d, _) in enumerate(ranked(docs), 1):
+                want.setdefault(q, {})[d] = want.get(q, {}).get(d, 0.0) + 1 / (60 + rank)
+    assert_ranks_as(fuse(runs, "rrf", depth=None), want, None)
 
 
 # -------------------------------------------------------------------------- CLI
@@ -177,7 +253,7 @@ def test_cli_minmax(tmp_path):
     write_run(b, {"q1": {"b1": 5.0, "b2": 4.0, "b3": 0.0}})
     out = tmp_path / "fused.txt"
     assert main(["--runs", str(a), str(b), "--method", "minmax", "--output", str(out)]) == 0
-    assert read_run(out)["q1"] == pytest.approx({"a1": 1.0, "b1": 1.0, "b2": 0.8, "a2": 0.0, "b3": 0.0})
+    assert read_run(out)["q1"] == pytest.approx({"a1": 1.0, "b1": 1.0, "b2": 0.8, "a2": 0.0, "b3": 0.0}, abs=2e-6)
 
 
 def test_module_entry_point(tmp_path, python):

