@@ -62,7 +62,8 @@ def worker(student: str, steps: int, warmup: int, cache_dir: str) -> dict:
         batch = trainer.make_batch(sampler.next_batch())
         t.append(time.perf_counter())
         with trainer._autocast():
-            loss = trainer.loss(trainer.student, batch)
+            out = trainer.loss(trainer.student, batch)
+            loss = getattr(out, "loss", out)  # objectives return the loss with its parts; older revisions a tensor
         t.append(time.perf_counter())
         loss.backward()
         t.append(time.perf_counter())

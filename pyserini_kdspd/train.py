@@ -36,6 +36,7 @@ WEIGHT_FLAGS = ("student", "encoder", "teacher", "teacher_pooling", "max_pairs_p
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distill.losses import OBJECTIVES
     from .models import DEFAULT_BACKBONE, DEFAULT_TEACHER
     p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -70,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise student outputs (default: as the teacher does; unit targets are "
                         "unreachable at lr 2e-5 from a fresh decoder's norm ~sqrt(d) otherwise)")
-    p.add_argument("--loss", choices=["mse", "kd-encoder"], default=None,
-                   help="default: mse for spd/utspd, kd-encoder for mean")
+    p.add_argument("--loss", type=loss_spec, default=None, metavar="SPEC",
+                   help="objectives joined by +, each NAME[:WEIGHT][:OPTION=VALUE...], e.g. mse+score-kd:0.5 "
+                        f"(names: {', '.join(OBJECTIVES)}; README: Objectives); default: mse for spd/utspd, "
+                        "kd-encoder for mean")
     p.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True,
                    help="freeze the encoder's word embeddings (250k x 384 for e5-small)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
@@ -103,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def loss_spec(text: str) -> str:
+    """``--loss`` in canonical form (:func:`~pyserini_kdspd.distill.losses.canonical_loss`), checked before any
+    model loads."""
+    from .distill.losses import canonical_loss
+
+    try:
+        return canonical_loss(text)
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--loss {text!r}: ")) from None
+
+
 def learning_rates(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with unset --lr / --head-lr taken from the student's :data:`LEARNING_RATES`."""
     chosen = LEARNING_RATES[args.student]
@@ -130,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace, output: Path) -> int:
     from .distill import Interrupted, latest_checkpoint, load_bitexts
+    from .distill.losses import build_loss
     from .paths import data_dir
     from .runtime import resolve
 
@@ -143,12 +158,13 @@ def _train(args: argparse.Namespace, output: Path) -> int:
         bitexts = load_bitexts(Path(args.bitext) if args.bitext else data / "bitext", args.languages,
                                args.max_pairs_per_language, args.seed)
         precision = resolve(precision=args.precision).precision
+        settings = run_settings(args, bitexts, precision)
+        loss = build_loss(settings["loss"], args.max_length)  # reads an objective's input file (QA pairs)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    settings = run_settings(args, bitexts, precision)
     if args.targets_only:
-        return _targets_only(args, bitexts, precision)
+        return _targets_only(args, bitexts, precision, loss)
 
     resume = args.resume and not args.force  # --force always starts over
     if not args.force and (stop := _rerun(args, output, settings, resume)) is not None:
@@ -156,7 +172,7 @@ def _train(args: argparse.Namespace, output: Path) -> int:
     if resume and latest_checkpoint(output) is None:
         print(f"no checkpoint in {output / 'checkpoints'}: starting from scratch", flush=True)
 
-    trainer = _build_trainer(args, output, bitexts, flores, precision, settings)
+    trainer = _build_trainer(args, output, bitexts, flores, precision, settings, loss)
     try:
         log = trainer.train(resume=resume)
     except Interrupted as stop:
@@ -171,12 +187,12 @@ def _train(args: argparse.Namespace, output: Path) -> int:
     return 0
 
 
-def _targets_only(args: argparse.Namespace, bitexts: dict, precision: str) -> int:
-    from .distill.trainer import precompute_targets
+def _targets_only(args: argparse.Namespace, bitexts: dict, precision: str, loss) -> int:
+    from .distill.trainer import precompute_targets, teacher_sides
 
-    teacher = _teacher(args, precision)
-    computed = precompute_targets(teacher, bitexts, args.batch_per_language, args.seed, args.max_steps,
-                                  args.cache_dir, progress=not args.quiet)
+    computed = sum(precompute_targets(side, bitexts, args.batch_per_language, args.seed, args.max_steps,
+                                      args.cache_dir, progress=not args.quiet)
+                   for side in teacher_sides(_teacher(args, precision), loss))
     print(f"teacher targets of {args.max_steps or 'every'} step(s) cached ({computed} computed now)", flush=True)
     return 0
 
@@ -239,9 +255,11 @@ def _rerun(args: argparse.Namespace, output: Path, settings: dict, resume: bool)
 
 
 def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores: Path | None, precision: str,
-                   settings: dict):
-    """Teacher, fresh student, loss and dev set: everything that loads a model."""
-    from .distill import DevEvaluator, DistillationTrainer, KDEncoderLoss, MSELoss, TrainingArguments
+                   settings: dict, loss=None):
+    """Teacher, fresh student, loss (``settings["loss"]`` unless given) and dev set: everything that loads a
+    model."""
+    from .distill import DevEvaluator, DistillationTrainer, TrainingArguments
+    from .distill.losses import build_loss
     from .distill.trainer import set_seed
     from .models import model_settings, resolve_model
     from .spd import Student, StudentConfig
@@ -269,7 +287,7 @@ def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores
         precision=precision, freeze_embeddings=args.freeze_embeddings,
         checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
         dev_every=args.dev_every, progress=not args.quiet)
-    loss = (KDEncoderLoss if settings["loss"] == "kd-encoder" else MSELoss)(args.max_length)
+    loss = build_loss(settings["loss"], args.max_length) if loss is None else loss
     dev = None if flores is None else DevEvaluator(teacher, max_sentences=args.dev_sentences, folder=flores,
                                                     cache_dir=args.cache_dir)
     trainer = DistillationTrainer(student, teacher, bitexts, targs, loss=loss, dev=dev, cache_dir=args.cache_dir,
@@ -282,9 +300,13 @@ def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores
 def run_settings(args: argparse.Namespace, bitexts: dict, precision: str) -> dict:
     """Everything that changes the weights (recorded in the training log, compared by a rerun)."""
     from .distill.bitext import texts_key
+    from .distill.losses import loss_files
 
     settings = {name: getattr(args, name) for name in WEIGHT_FLAGS}
-    settings.update(loss=args.loss or DEFAULTS[args.student], precision=precision, languages=sorted(bitexts),
+    loss = args.loss or DEFAULTS[args.student]
+    if files := loss_files(loss):  # the content of a file an objective reads (QA pairs) changes the weights
+        settings["loss_files"] = files
+    settings.update(loss=loss, precision=precision, languages=sorted(bitexts),
                     bitext={lang: "-".join([texts_key(b.english), texts_key(b.other),
                                             hashlib.sha256(b.rows.tobytes()).hexdigest()[:20]])
                             for lang, b in bitexts.items()})

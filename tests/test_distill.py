@@ -16,7 +16,8 @@ import torch
 from pyserini_kdspd.distill import (Batch, DevEvaluator, DistillationTrainer, KDEncoderLoss, LanguageBatchSampler,
                                     MSELoss, TargetCache, Teacher, TrainingArguments, is_complete,
                                     latest_checkpoint, load_bitexts, markdown_table, read_bitext)
-from pyserini_kdspd.distill.trainer import bitext_targets, precompute_targets, set_seed
+from pyserini_kdspd.distill.losses import build_loss, query_teacher
+from pyserini_kdspd.distill.trainer import bitext_targets, planned_rows, precompute_targets, set_seed
 from pyserini_kdspd.io import FormatError
 from pyserini_kdspd.spd import Student, StudentConfig
 
@@ -130,10 +131,10 @@ def test_losses_equal_hand_computed_mse(teacher):
     targets = torch.from_numpy(teacher.encode_documents(english))
     batch = Batch(texts, langs, english, targets)
     with torch.no_grad():
-        got = MSELoss(32)(student, batch).item()
+        got = MSELoss(32)(student, batch).loss.item()
         s = student.encode(texts, langs, precision="fp32")
         s_en = student.encode(english[:2], ["en", "en"], precision="fp32")
-        got_kd = KDEncoderLoss(32)(student, batch).item()
+        got_kd = KDEncoderLoss(32)(student, batch).loss.item()
     t = targets.numpy()
     assert got == pytest.approx(((s - t) ** 2).mean(), rel=1e-4)
     expected_kd = ((s - t) ** 2).mean() + ((s_en - t[:2]) ** 2).mean()
@@ -236,6 +237,37 @@ def test_a_folder_is_complete_only_with_a_trained_step_and_its_weights(teacher, 
         killed_after(0)(tiny_student(), teacher, bitexts, more, cache_dir=tmp_path / "cache").train(resume=True)
     assert not is_complete(out) and (out / "model.safetensors").is_file()
     assert json.loads((out / "training_log.json").read_text())["complete"] is False
+
+
+def test_query_vectors_are_precomputed_for_the_objectives_that_read_them_and_every_part_is_logged(
+        bitext_dir, tmp_path):
+    from pyserini.encode import AutoQueryEncoder
+
+    # MiniLM with e5's two prefixes: queries encode unlike documents, so their vectors get a cache of their own
+    teacher = Teacher("all-MiniLM-L6-v2", max_length=32, precision="fp32", query_prefix="query:",
+                      passage_prefix="passage:")
+    queries = query_teacher(teacher)
+    assert queries is not teacher and query_teacher(teacher) is queries and queries.fingerprint != teacher.fingerprint
+    bitexts = load_bitexts(bitext_dir, max_pairs=10)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, batch_per_language=2, max_length=32,
+                             progress=False)
+    trainer = DistillationTrainer(tiny_student(), teacher, bitexts, args, loss=build_loss("mse+score-kd:0.5", 32),
+                                  cache_dir=tmp_path / "cache")
+    assert trainer.precompute_targets(progress=False) == 2 * sum(
+        len(rows) for rows in planned_rows(bitexts, 2, args.seed, 2).values())  # both sides, before the first step
+    batch = trainer.make_batch(LanguageBatchSampler(bitexts, 2, args.seed).next_batch())
+    stock = AutoQueryEncoder(teacher.path, pooling="mean", l2_norm=True, prefix="query:")  # what search will use
+    np.testing.assert_allclose(batch.queries.numpy(), np.stack([stock.encode(e, max_length=32) for e in batch.english]),
+                               atol=1e-5)
+    np.testing.assert_allclose(batch.targets.numpy(), teacher.encode_documents(batch.english), atol=1e-6)
+    log = trainer.train()
+    assert log["loss"] == "mse+score-kd:0.5" and log["targets_computed"] == 0
+    assert [step for step, _ in log["loss_parts"]] == [1, 2]
+    for (_, total), (_, parts) in zip(log["losses"], log["loss_parts"]):
+        assert set(parts) == {"mse", "score-kd"} and total == pytest.approx(parts["mse"] + 0.5 * parts["score-kd"])
+    # a loss that reads no query vector makes no second cache
+    plain = DistillationTrainer(tiny_student(), teacher, bitexts, args, cache_dir=tmp_path / "plain")
+    assert plain.query_caches is None and plain.precompute_targets(progress=False) == trainer.precomputed // 2
 
 
 def test_dev_evaluator_on_a_flores_subset(teacher, shared_data, tmp_path):

@@ -61,6 +61,8 @@ def trained(python, bitext_dir, tmp_path_factory):
 def test_flags_and_paths_fail_in_a_sentence_before_any_model_loads(python, bitext_dir, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("not a folder\n")
+    qa = tmp_path / "qa.tsv"
+    qa.write_text("what is a cat?\tA small mammal.\nwhat is a dog?\n", encoding="utf-8")
     base = tiny(bitext_dir, tmp_path / "out", tmp_path / "cache") + ["--max-steps", "2"]
     with_dev = [a for a in base if a != "--no-dev"]
     cases = [
@@ -75,6 +77,10 @@ def test_flags_and_paths_fail_in_a_sentence_before_any_model_loads(python, bitex
          [a for a in base if a not in ("--bitext", str(bitext_dir))] + ["--data-dir", "/nonexistent"]),
         ("no en-XX.tsv for language(s) xx", base + ["--languages", "de", "xx"]),
         ("/nonexistent: no FLORES-200 devtest folder", with_dev + ["--flores", "/nonexistent"]),
+        ("argument --loss: unknown objective 'foo'", base + ["--loss", "mse+foo"]),
+        ("argument --loss: cl-rekd-dq qa=/nonexistent.tsv: no such file",
+         base + ["--loss", "mse+cl-rekd-dq:qa=/nonexistent.tsv"]),
+        (f"{qa}:2: expected 'question<TAB>answer'", base + ["--loss", f"mse+cl-rekd-dq:qa={qa}"]),
     ]
     got = run_main(python, *(argv for _, argv in cases))
     for (expected, _), (status, stderr) in zip(cases, got["results"]):
@@ -100,6 +106,7 @@ def test_rerun_reuses_only_a_run_with_the_same_settings(trained, bitext_dir, tmp
         (["--lr", "3e-4", "--seed", "7"], [f"--lr: {LEARNING_RATES['spd']['lr']:g} -> 0.0003", "--seed: 42 -> 7"]),
         (["--precision", "fp32"], ["--precision: auto -> fp32"]),
         (["--max-steps", "3"], ["--max-steps: 2 -> 3", "--resume extends it"]),
+        (["--loss", "score-kd:0.5+mse"], ["--loss: mse -> score-kd:0.5+mse"]),
     ]:
         status, err = refused(*changes)
         assert status == 2, changes

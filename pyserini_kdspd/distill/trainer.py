@@ -39,7 +39,7 @@ from torch import nn
 from ..io import atomic_write
 from ..spd.student import CONFIG_NAME, QUERY_ENCODER_DIR
 from .bitext import Bitext, LanguageBatchSampler
-from .losses import Batch, KDEncoderLoss, MSELoss
+from .losses import QUERIES, Batch, build_loss, query_teacher
 from .teacher import TargetCache, Teacher
 
 LOG_NAME = "training_log.json"
@@ -129,6 +129,13 @@ def precompute_targets(teacher: Teacher, bitexts: dict[str, Bitext], batch_per_l
     return computed
 
 
+def teacher_sides(teacher: Teacher, loss) -> list[Teacher]:
+    """The teachers whose vectors of the English sides a run on ``loss`` reads from the target caches: the
+    teacher, and its query side (:func:`~.losses.query_teacher`) when an objective needs it and it differs."""
+    queries = query_teacher(teacher) if QUERIES in loss.needs else teacher
+    return [teacher] if queries is teacher else [teacher, queries]
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -186,7 +193,12 @@ def is_complete(output_dir) -> bool:
 
 
 class DistillationTrainer:
-    """Distils ``teacher`` into ``student`` on ``bitexts`` with ``loss`` (MSELoss by default).
+    """Distils ``teacher`` into ``student`` on ``bitexts`` with ``loss``, an :class:`~.losses.Objective`
+    (default: ``mse`` for KD-SPD, ``kd-encoder`` for a mean-pooling student).
+
+    An objective that needs the teacher's query vectors of the English sides gets them like the
+    targets: computed before the first step and cached per row (:func:`query_teacher`'s cache, itself
+    when the teacher encodes queries as documents). The loss's parts are logged per step.
 
     ``dev`` (a :class:`~.dev.DevEvaluator`) runs before training, every
     ``dev_every`` steps and at the end. ``cache_dir`` overrides where teacher targets
@@ -201,11 +213,17 @@ class DistillationTrainer:
         self.settings = settings
         self._stop: int | None = None  # the signal number that asked the loop to stop
         if loss is None:
-            loss = KDEncoderLoss(args.max_length) if student.config.student == "mean" else MSELoss(args.max_length)
+            loss = build_loss("kd-encoder" if student.config.student == "mean" else "mse", args.max_length)
         self.loss = loss
         self.output = Path(args.output_dir)
         self.precomputed = 0  # teacher targets computed before the first step
         self.caches = {lang: bitext_targets(teacher, lang, b, cache_dir) for lang, b in bitexts.items()}
+        # every (teacher, caches) whose vectors are precomputed; the query vectors of objectives that need them
+        self._sides = [(side, self.caches if side is teacher else
+                        {lang: bitext_targets(side, lang, b, cache_dir) for lang, b in bitexts.items()})
+                       for side in teacher_sides(teacher, loss)]
+        self.query_caches = self._sides[-1][1] if QUERIES in loss.needs else None
+        loss.bind(teacher, cache_dir, args.seed)
         from ..runtime import resolve
         self.precision = resolve(precision=args.precision).precision_for(student.device)
         self._teacher_dim_check()
@@ -216,10 +234,12 @@ class DistillationTrainer:
                              f"build the student with StudentConfig(output_dim={self.teacher.dim})")
 
     def precompute_targets(self, progress: bool = True) -> int:
-        """:func:`precompute_targets` for this run's budget (the count goes to the log)."""
-        self.precomputed += precompute_targets(self.teacher, self.bitexts, self.args.batch_per_language,
-                                               self.args.seed, self.args.max_steps, progress=progress,
-                                               caches=self.caches)
+        """:func:`precompute_targets` for this run's budget, query vectors included when the loss needs them
+        (the count goes to the log)."""
+        for teacher, caches in self._sides:
+            self.precomputed += precompute_targets(teacher, self.bitexts, self.args.batch_per_language,
+                                                   self.args.seed, self.args.max_steps, progress=progress,
+                                                   caches=caches)
         return self.precomputed
 
     # ------------------------------------------------------------------ pieces
@@ -254,23 +274,31 @@ class DistillationTrainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return opt, sched
 
+    def _caches(self) -> list[TargetCache]:
+        return [cache for _, caches in self._sides for cache in caches.values()]
+
     def make_batch(self, examples) -> Batch:
-        """Texts, languages and teacher targets (from the cache) of one sampled step."""
-        targets = np.zeros((len(examples), self.teacher.dim), dtype=np.float32)
+        """Texts, languages and teacher targets (from the cache) of one sampled step, and the teacher's
+        query vectors of the English sides when the loss needs them."""
         by_file: dict[str, list[int]] = {}
         for i, ex in enumerate(examples):
             by_file.setdefault(ex.source_lang, []).append(i)
-        for src, idx in by_file.items():
-            targets[idx] = self.caches[src].get([examples[i].row for i in idx])
+
+        def vectors(caches):
+            out = np.zeros((len(examples), self.teacher.dim), dtype=np.float32)
+            for src, idx in by_file.items():
+                out[idx] = caches[src].get([examples[i].row for i in idx])
+            return torch.from_numpy(out)
         return Batch(texts=[e.text for e in examples], langs=[e.lang for e in examples],
-                     english=[e.english for e in examples], targets=torch.from_numpy(targets))
+                     english=[e.english for e in examples], targets=vectors(self.caches),
+                     queries=None if self.query_caches is None else vectors(self.query_caches))
 
     def _autocast(self):
         from ..runtime import autocast
         return autocast(self.precision, self.student.device)
 
     def _save_checkpoint(self, step, opt, sched, sampler, state: dict) -> Path:
-        for cache in self.caches.values():
+        for cache in self._caches():
             cache.flush()
         folder = self.output / CHECKPOINTS
         folder.mkdir(parents=True, exist_ok=True)
@@ -371,7 +399,8 @@ class DistillationTrainer:
                     "trainable_parameters": trainable, "parameters": total, "precision": self.precision,
                     "threads": torch.get_num_threads(), "teacher": self.teacher.query_settings(),
                     "teacher_precision": self.teacher.precision, "args": asdict(args),
-                    "languages": sampler.batch_languages, "loss": type(self.loss).__name__})
+                    "languages": sampler.batch_languages,
+                    "loss": getattr(self.loss, "spec", type(self.loss).__name__)})
         if self.settings is not None:
             log["settings"] = self.settings
         self._write_log(log)  # says "incomplete" (over any earlier complete log) until finalize
@@ -392,14 +421,15 @@ class DistillationTrainer:
             pbar = tqdm(total=args.max_steps, initial=step, desc=f"distil {self.student.config.student}",
                         unit="step", dynamic_ncols=True)
         running = []
-        computed_before = sum(c.computed for c in self.caches.values())
+        computed_before = sum(c.computed for c in self._caches())
         first = step
         while budget_left() and self._stop is None:
             t0 = time.time()
             batch = self.make_batch(sampler.next_batch())
+            batch.step = step
             t1 = time.time()
             with self._autocast():
-                loss = self.loss(self.student, batch)
+                loss, parts = self.loss(self.student, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step + 1}: loss is {loss.item()}")
             loss.backward()
@@ -412,6 +442,7 @@ class DistillationTrainer:
             value = float(loss.detach())
             running = (running + [value])[-50:]
             log["losses"].append([step, value])
+            log.setdefault("loss_parts", []).append([step, {name: float(p.detach()) for name, p in parts.items()}])
             log["step_seconds"].append(round(time.time() - t1, 4))
             log.setdefault("target_seconds", []).append(round(t1 - t0, 4))
             if pbar is not None:
@@ -430,7 +461,7 @@ class DistillationTrainer:
             pbar.close()
         log["targets_precomputed"] = log.get("targets_precomputed", 0) + self.precomputed
         log["targets_computed"] = log.get("targets_computed", 0) + \
-            sum(c.computed for c in self.caches.values()) - computed_before
+            sum(c.computed for c in self._caches()) - computed_before
         log["elapsed_seconds"] = time.time() - started
         # the last checkpoint lets --resume continue an interrupted run or extend a finished one
         ckpt = self._save_checkpoint(step, opt, sched, sampler, log) if step > first else latest_checkpoint(self.output)
