@@ -222,7 +222,7 @@ def train_students(s: Settings, st: Stages) -> dict[str, Path]:
 
 def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Path]) -> dict[str, Path]:
     from .data.passages import maxp_search_args
-    from .search.dense import DenseModel, encode_corpus, encode_queries, search, split_index
+    from .search.dense import DenseModel, encode_corpus, search, search_by_language
 
     rows: dict[str, Path] = {}
     runs_dir, idx_dir = s.root / "runs" / col.name, s.root / "indexes" / col.name
@@ -238,15 +238,9 @@ def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Pat
                                  threads=s.threads, force=s.force, extra_args=extra)
         if label == "mDPR":
             with st(f"{col.name}: mDPR per language + round robin / score"):
-                per_lang = split_index(index, corpus_file, idx_dir / f"{model.name}.by-lang", force=s.force)
-                outs = {lang: runs_dir / "by-lang" / f"{model.name}.{lang}.txt" for lang in per_lang}
-                queries = None
-                if s.force or not all(newer(o, d / "index") for o, d in zip(outs.values(), per_lang.values())):
-                    queries = encode_queries(model, col.topics, idx_dir / f"{model.name}.queries", force=s.force)
-                lang_runs = {lang: io.read_run(search(model, d, col.topics, outs[lang], hits=s.hits,
-                                                      threads=s.threads, force=s.force, extra_args=extra,
-                                                      encoded_queries=queries))
-                             for lang, d in per_lang.items()}
+                lang_runs = {lang: io.read_run(path) for lang, path in search_by_language(
+                    model, index, corpus_file, col.topics, runs_dir / "by-lang", hits=s.hits, threads=s.threads,
+                    force=s.force, extra_args=extra).items()}
                 rows["mDPR + Round Robin"] = _fuse_to(lang_runs, "rr", runs_dir / "mdpr+rr.txt", s.seed, s.hits,
                                                       "mdpr-rr")
                 rows["mDPR + Score"] = _fuse_to(lang_runs, "minmax", runs_dir / "mdpr+score.txt", s.seed, s.hits,
@@ -441,9 +435,9 @@ def _students_table(root: Path, students: dict) -> list[str]:
             raise FileNotFoundError(f"{folder}: no complete training_log.json; the table in runs/ was made with "
                                     f"this student: rerun the driver to retrain it")
         steps = log["steps"]
-        dev = dev_summary(log) if log.get("dev") else {}  # train --no-dev: no FLORES figures
-        figures = [dev.get("mse") and dev["mse"] * 1e3, dev.get("p1_en_xx"), dev.get("p1_xx_en"),
-                   dev.get("p1_en_xx_fi")]
+        dev = dev_summary(log) if log.get("dev") else None  # train --no-dev: no FLORES figures
+        figures = ([dev["mse"] * 1e3, dev["p1_en_xx"], dev["p1_xx_en"], dev["p1_en_xx_fi"]] if dev
+                   else [None] * 4)
         lines.append(f"| {label} | {budget_kind(log)} | {steps} | {log['elapsed_seconds'] / steps:.2f} "
                      f"| {log['seconds_per_step_median']:.2f} | {log['args']['seed']} | {log['precision']} "
                      f"| {log['threads']} | {log['peak_rss_mb'] / 1024:.1f} | "

@@ -282,8 +282,7 @@ def deep_runs(col, s, students: Mapping[str, Path], depth: int = DEPTH) -> dict[
     """
     from ..data.passages import maxp_search_args
     from ..fusion import fuse
-    from ..search.dense import (STAMP, DenseModel, encode_queries, index_complete, model_fingerprint, search,
-                                split_index)
+    from ..search.dense import STAMP, DenseModel, index_complete, model_fingerprint, search, search_by_language
 
     runs_dir, idx_dir = s.root / "runs" / col.name, s.root / "indexes" / col.name
     deep = runs_dir / "deep"
@@ -309,15 +308,8 @@ def deep_runs(col, s, students: Mapping[str, Path], depth: int = DEPTH) -> dict[
                              force=s.force, extra_args=extra)
         if label != "mDPR":
             continue
-        corpus_file = next(Path(col.corpus_dir).glob("*.jsonl"))
-        per_lang = split_index(index, corpus_file, idx_dir / f"{name}.by-lang", force=s.force)
-        outs = {lang: deep / "by-lang" / f"{name}.{lang}.txt" for lang in per_lang}
-        queries = None
-        if s.force or not all(io.newer(outs[lang], d / "index") for lang, d in per_lang.items()):
-            queries = encode_queries(model, col.topics, idx_dir / f"{name}.queries", force=s.force)
-        for lang, d in per_lang.items():
-            search(model, d, col.topics, outs[lang], hits=depth, threads=s.threads, force=s.force,
-                   extra_args=extra, encoded_queries=queries)
+        outs = search_by_language(model, index, next(Path(col.corpus_dir).glob("*.jsonl")), col.topics,
+                                  deep / "by-lang", hits=depth, threads=s.threads, force=s.force, extra_args=extra)
         lang_runs = None
         fusions = (("mDPR + Round Robin", "rr", lambda runs: fuse(runs, method="rr", depth=depth, seed=s.seed)),
                    ("mDPR + Score", "score", lambda runs: extend_score_fusion(runs, head=s.hits, depth=depth,

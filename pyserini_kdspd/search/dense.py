@@ -233,3 +233,18 @@ def search(model: DenseModel, index_dir, topics, output, hits: int = 100, thread
     _run(cmd, f"search {index_dir} with {model.name}", model)
     os.replace(tmp, output)
     return output
+
+
+def search_by_language(model: DenseModel, index_dir, corpus_jsonl, topics, runs_dir, hits: int = 100,
+                       threads: int = 2, force: bool = False, extra_args: list | None = None) -> dict[str, Path]:
+    """One run per language (``runs_dir/<model>.<lang>.txt``) from the per-language indexes cut out of
+    ``index_dir`` (:func:`split_index`, beside it as ``<index>.by-lang``); the queries are encoded once
+    for all of them, and only when a run is stale. The per-language baselines fuse these runs."""
+    index_dir = Path(index_dir)
+    per_lang = split_index(index_dir, corpus_jsonl, index_dir.with_name(f"{model.name}.by-lang"), force=force)
+    outs = {lang: Path(runs_dir) / f"{model.name}.{lang}.txt" for lang in per_lang}
+    queries = None
+    if force or not all(newer(outs[lang], d / "index") for lang, d in per_lang.items()):
+        queries = encode_queries(model, topics, index_dir.with_name(f"{model.name}.queries"), force=force)
+    return {lang: search(model, d, topics, outs[lang], hits=hits, threads=threads, force=force,
+                         extra_args=extra_args, encoded_queries=queries) for lang, d in per_lang.items()}
