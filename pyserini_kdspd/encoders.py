@@ -9,6 +9,13 @@ so the folder alone serves both sides:
         output --embeddings I --to-faiss encoder --encoder models/kdspd --fields text lang
     python -m pyserini.search.faiss --index I --topics T.tsv --encoder models/kdspd --output run.txt
 
+Queries in another language are encoded by the student with their language's prompt when they
+are tagged; the stock CLIs have no flag for it, so the tag comes from the environment, one
+language for the whole file or a third column of the topics file (:class:`KdspdQueryEncoder`):
+
+    PYSERINI_KDSPD_QUERY_LANG=de python -m pyserini.search.faiss --topics T.de.tsv --encoder models/kdspd ...
+    PYSERINI_KDSPD_QUERY_LANG=T.tsv python -m pyserini.search.faiss --topics T.tsv --encoder models/kdspd ...
+
 Pyserini picks an encoder class by the first key of its map that occurs in the
 model name, or by ``--encoder-class``. ``register()`` adds ``kdspd`` as the
 first key of both maps and touches nothing else, so a KD-SPD folder is reached
@@ -19,46 +26,14 @@ CLIs' ``--encoder-class`` only accepts Pyserini's own fixed list).
 from __future__ import annotations
 
 import logging
-import os
-import re
-from pathlib import Path
 
 import numpy as np
 
-from .spd.student import CONFIG_NAME, QUERY_ENCODER_DIR
+from .spd.documents import (DEFAULT_MODEL_DIR, StudentDocumentEncoder, document_fields,  # noqa: F401
+                            is_kdspd_folder, resolve_kdspd_model)
+from .spd.student import QUERY_ENCODER_DIR
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL_DIR = Path("models") / "kdspd"
-
-
-def is_kdspd_folder(name) -> bool:
-    try:
-        return bool(name) and (Path(str(name)) / CONFIG_NAME).is_file()
-    except OSError:
-        return False
-
-
-def resolve_kdspd_model(name: str | os.PathLike) -> Path:
-    """A KD-SPD model folder from a path, or the default folder for a bare ``kdspd``."""
-    name = str(name)
-    if is_kdspd_folder(name):
-        return Path(name)
-    if name.strip().lower() == "kdspd":
-        default = Path(os.environ.get("PYSERINI_KDSPD_MODEL", DEFAULT_MODEL_DIR))
-        if is_kdspd_folder(default):
-            return default
-        raise FileNotFoundError(
-            f"--encoder kdspd means the default KD-SPD model folder {default}, which holds no trained "
-            f"model ({CONFIG_NAME} missing). Train one with\n"
-            f"  python -m pyserini_kdspd.train --student spd --output {default}\n"
-            f"or pass the folder of a trained model (or set PYSERINI_KDSPD_MODEL).")
-    raise FileNotFoundError(
-        f"{name!r} is not a KD-SPD model folder (no {CONFIG_NAME}). Pyserini chose the kdspd encoder "
-        f"because the name contains 'kdspd' (or --encoder-class kdspd was given): pass the folder a "
-        f"`python -m pyserini_kdspd.train` run wrote, or name Pyserini's class with --encoder-class "
-        f"(for example auto) for another model")
-
 
 def _device(device) -> str:
     from pyserini.util import resolve_device
@@ -78,31 +53,6 @@ def _query_encoder_base():
     return QueryEncoder
 
 
-_LANG_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
-
-
-def document_fields(texts, langs=None) -> tuple[list[str], list[str | None] | None]:
-    """The ``texts`` and ``langs`` Pyserini hands over, checked before anything is encoded.
-
-    Pyserini gives ``None`` for an empty field: an empty text is encoded by the documented rule
-    (the passage prefix alone, like any empty string), an empty ``lang`` means language ID. A
-    ``lang`` that is no language code is an error: it is what Pyserini makes of a document that
-    has only ``contents`` when ``--fields text lang`` is asked for (it splits contents at newlines).
-    """
-    texts = ["" if t is None else t for t in texts]
-    if langs is None:
-        return texts, None
-    langs = [None if not lang or not str(lang).strip() else str(lang).strip() for lang in langs]
-    for text, lang in zip(texts, langs):
-        if lang is not None and not _LANG_CODE.match(lang):
-            raise ValueError(
-                f"lang field {lang[:60]!r} (document text {text[:60]!r}) is not a language code. Pyserini "
-                f"splits the `contents` of a document without `text`/`lang` fields at each newline, so its "
-                f"second line becomes `lang`: give every document `text` and `lang` fields (`lang` may be "
-                f"empty: language ID), or encode an untagged corpus with `--fields text` on both sides")
-    return texts, langs
-
-
 class KdspdDocumentEncoder(_document_encoder_base()):
     """The distilled student behind Pyserini's ``DocumentEncoder.encode(texts, **kwargs)`` contract.
 
@@ -117,27 +67,14 @@ class KdspdDocumentEncoder(_document_encoder_base()):
 
     def __init__(self, model_name="kdspd", device="cpu", batch_size: int | None = None,
                  precision: str | None = None, **ignored):
-        from .runtime import resolve
-        from .spd import Student
-
-        self.path = resolve_kdspd_model(model_name)
-        self.device = _device(device)
-        self.model = Student.from_pretrained(str(self.path), device=self.device)
-        self.model.eval()
-        self.settings = resolve(self.model.config.to_dict(), batch_size=batch_size, precision=precision)
-        self.settings.apply_threads()
-        self.dimension = int(self.model.output_dim)
+        # The same encoder the Ray workers use without Pyserini (spd.documents), on Pyserini's device.
+        self.inner = StudentDocumentEncoder(model_name, device=_device(device), batch_size=batch_size,
+                                            precision=precision)
+        self.path, self.device, self.model = self.inner.path, self.inner.device, self.inner.model
+        self.settings, self.dimension = self.inner.settings, self.inner.dimension
 
     def encode(self, texts, langs=None, titles=None, max_length=None, **kwargs):
-        texts, langs = document_fields(texts, langs)
-        if titles is not None:
-            texts = [f"{t} {x}".strip() for t, x in zip(titles, texts)]
-        limit = self.settings.max_length
-        if max_length:  # Pyserini always passes its own default (256); never exceed the trained length
-            limit = min(int(max_length), limit)
-        return self.model.encode(texts, langs=langs,
-                                 batch_size=self.settings.batch_size, max_length=limit,
-                                 precision=self.settings.precision)
+        return self.inner.encode(texts, langs=langs, titles=titles, max_length=max_length)
 
 
 def teacher_query_settings(config) -> dict:
@@ -147,10 +84,74 @@ def teacher_query_settings(config) -> dict:
             "l2_norm": bool(t.get("l2_norm", True)), "prefix": t.get("query_prefix") or None}
 
 
-class KdspdQueryEncoder(_query_encoder_base()):
-    """The teacher's own query encoder, as Pyserini would build it for the teacher itself."""
+def _query_key(text: str) -> str:
+    """A query as Pyserini hands it over and as a topics file holds it, whitespace aside."""
+    return " ".join(str(text).split())
 
-    def __init__(self, encoder_dir="kdspd", device="cpu", **ignored):
+
+class QueryLanguages:
+    """The language of each query a :class:`KdspdQueryEncoder` is handed (the resolved ``query_lang``).
+
+    None: no tag (every query goes to the teacher). A language code: every query. A topics TSV with
+    a third column (``qid<TAB>text<TAB>lang``): each query's tag, looked up by its text, because the
+    text is all that Pyserini 1.6.0 hands an encoder (Anserini's TSV topic reader keeps the second
+    column and drops the rest; ``--topics-format raw_jsonl`` adds the qid but breaks Pyserini's own
+    encoders). A text tagged with different languages in the file (three of LAReQA's Greek questions
+    are the English question, untranslated) takes the tag that language ID chooses among its own tags.
+    """
+
+    def __init__(self, setting: str | None = None):
+        from .spd.languages import LanguageIdentifier, is_language_code, normalize_lang
+
+        self.setting, self.every, self.by_text = setting, None, None
+        if setting is None or is_language_code(setting):
+            self.every = normalize_lang(setting)
+            return
+        from . import io
+
+        tags: dict[str, set] = {}
+        for text, lang in io.read_tagged_topics(setting).values():
+            tags.setdefault(_query_key(text), set()).add(normalize_lang(lang) or "en")
+        self.by_text = {text: next(iter(found)) for text, found in tags.items() if len(found) == 1}
+        mixed = {text: sorted(found) for text, found in tags.items() if len(found) > 1}
+        identifiers: dict[tuple, LanguageIdentifier] = {}
+        for text, found in mixed.items():
+            if tuple(found) not in identifiers:
+                identifiers[tuple(found)] = LanguageIdentifier(found)
+            self.by_text[text] = identifiers[tuple(found)].classify(text) or found[0]
+        if mixed:
+            log.warning("%s: %d query texts carry more than one language tag; language ID chose among them "
+                        "(e.g. %r tagged %s -> %s)", setting, len(mixed), next(iter(mixed)),
+                        "/".join(next(iter(mixed.values()))), self.by_text[next(iter(mixed))])
+
+    def __call__(self, query: str) -> str | None:
+        if self.by_text is None:
+            return self.every
+        try:
+            return self.by_text[_query_key(query)]
+        except KeyError:
+            raise LookupError(f"query {query[:80]!r} is not in {self.setting} (PYSERINI_KDSPD_QUERY_LANG names the "
+                           f"topics file that tags each query: give the file that --topics reads)") from None
+
+
+class KdspdQueryEncoder(_query_encoder_base()):
+    """A KD-SPD folder's query side: the teacher's own query encoder, as Pyserini would build it for the
+    teacher itself, for English queries; the student for queries tagged with another language.
+
+    The tag comes from ``encode(query, lang=...)``, else from ``query_lang`` (resolved by
+    :func:`pyserini_kdspd.runtime.resolve`, so the stock CLIs give it as ``PYSERINI_KDSPD_QUERY_LANG``):
+    a language code, or a topics TSV whose third column tags each query (:class:`QueryLanguages`).
+    Untagged and ``en`` queries take the teacher, exactly as before tags existed. A tagged query is
+    encoded by the student as a document of its language (language prompt, passage prefix, decoder
+    pooling, the trained length): distillation only ever taught the student to put a sentence where
+    the teacher puts its English translation as a *document*, so the query lands there too (for a
+    symmetric teacher such as MiniLM, which encodes queries and documents alike, that is where the
+    teacher puts the translated query). The student is loaded with the first such query, one query
+    per forward pass (no padding: a query's vector does not depend on the others in the file).
+    """
+
+    def __init__(self, encoder_dir="kdspd", device="cpu", query_lang: str | None = None, **ignored):
+        from .runtime import resolve
         from .spd import StudentConfig
         from .spd.student import hidden_size
 
@@ -170,12 +171,27 @@ class KdspdQueryEncoder(_query_encoder_base()):
             prefix = s["prefix"].rstrip() if s["prefix"] else None
             kwargs.update(pooling=s["pooling"], l2_norm=s["l2_norm"], prefix=prefix)
         self.inner = cls(**kwargs)
+        self.path, self.device = path, device
+        self.languages = QueryLanguages(resolve(query_lang=query_lang).query_lang)
+        self._student: KdspdDocumentEncoder | None = None
         super().__init__()
         self.has_model = True
 
-    def encode(self, query: str, **kwargs):
+    @property
+    def student(self) -> "KdspdDocumentEncoder":
+        """The folder's document encoder, loaded with the first non-English query."""
+        if self._student is None:
+            self._student = KdspdDocumentEncoder(str(self.path), device=self.device)
+        return self._student
+
+    def encode(self, query: str, lang: str | None = None, **kwargs):
         import torch
 
+        from .spd.languages import normalize_lang
+
+        lang = normalize_lang(lang) if lang is not None else self.languages(query)
+        if lang is not None and lang != "en":
+            return self.student.encode([query], langs=[lang])[0]
         with torch.inference_mode():
             return np.asarray(self.inner.encode(query, **kwargs), dtype=np.float32)
 

@@ -47,6 +47,7 @@ them and takes several seconds; later calls are fast.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 import warnings
@@ -54,11 +55,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ._cli import output_file, run_cli
-from .io import Run, check_scores, ranked, read_run, write_run
+from .io import RUN_DECIMALS, Run, check_scores, ranked, read_run, write_run
 
 METHODS = ("rr", "minmax", "rrf")
 _CODE_WIDTH = 12
-_DECIMALS = 6  # io.write_run's f"{score:.6f}": ties are judged, and broken, on what a run file keeps
+_DECIMALS = RUN_DECIMALS  # ties are judged, and broken, on what a run file keeps
 
 
 def _canonical(runs) -> list[tuple[str, Mapping[str, Mapping[str, float]]]]:
@@ -200,7 +201,8 @@ def _top(docs, depth: int | None) -> dict[str, float]:
     return out
 
 
-def fuse(runs, method: str = "rr", depth: int | None = 100, seed: int = 0, rrf_k: int = 60) -> Run:
+def fuse(runs, method: str = "rr", depth: int | None = 100, seed: int = 0, rrf_k: int = 60,
+         norm_depth: int | None = None) -> Run:
     """Fuse per-language runs (``{name: Run}`` or ``[Run, ...]``) into one run of ``depth`` docs per query.
 
     ``rr`` scores are ``depth - rank`` (rank from 0; the list length when ``depth`` is
@@ -208,11 +210,19 @@ def fuse(runs, method: str = "rr", depth: int | None = 100, seed: int = 0, rrf_k
     normalised scores, ``rrf`` the RRF scores, both to 6 decimals and lowered by a few
     millionths where ties are broken. See the module docstring for the definitions,
     the seeding, ties, and missing-query and duplicate handling.
+
+    ``norm_depth`` (``minmax`` only): normalise each list by the lowest and highest score of its top
+    ``norm_depth`` instead of all of it; documents below score under 0. Fusing deeper lists then
+    *extends* the run fused from their top ``norm_depth`` (same documents, order and scores at the top),
+    which is how a deep run of a top-100 "+ Score" row is made (the language-bias analysis). Normalising
+    each whole deep list instead makes another system: a short list is scaled by its very worst document.
     """
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}; expected one of {METHODS}")
     if depth is not None and depth < 1:
         raise ValueError(f"depth must be a positive integer or None, got {depth}")
+    if norm_depth is not None and (method != "minmax" or norm_depth < 1):
+        raise ValueError(f"norm_depth is a positive integer of the minmax method, got {norm_depth} with {method!r}")
     if method == "rrf" and not rrf_k > 0:  # 1 / (k + rank) with k <= -1 divides by zero or flips signs
         raise ValueError(f"rrf_k must be positive, got {rrf_k}")
     items = _canonical(runs)
@@ -225,8 +235,28 @@ def fuse(runs, method: str = "rr", depth: int | None = 100, seed: int = 0, rrf_k
                 top = depth if depth else len(docs)
                 out[q] = {d: float(top - i) for i, d in enumerate(docs)}
         return out
-    fused = _ranx_fuse(items, qids, method, rrf_k, depth)
+    if norm_depth is not None:
+        fused = {q: docs for q in qids if (docs := _minmax_over_top(items, q, norm_depth))}
+    else:
+        fused = _ranx_fuse(items, qids, method, rrf_k, depth)
     return {q: _break_ties(docs, _rng(seed, q), depth) for q, docs in fused.items()}
+
+
+def _minmax_over_top(items, q: str, norm_depth: int) -> dict[str, float]:
+    """CombMAX of each list's scores for ``q`` min-max normalised over its top ``norm_depth`` (ranx's min-max,
+    all-equal lists to 0, when a list is no longer than that)."""
+    merged: dict[str, float] = {}
+    for _, r in items:
+        docs = r.get(q)
+        if not docs:
+            continue
+        top = [s for _, s in ranked(docs, norm_depth)]
+        lo, span = min(top), max(top) - min(top)
+        for d, s in docs.items():
+            v = (s - lo) / span if span > 0 else min(s - lo, 0.0)
+            if v > merged.get(d, -math.inf):
+                merged[d] = v
+    return merged
 
 
 # ------------------------------------------------------------------------ CLI

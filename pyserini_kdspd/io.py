@@ -101,27 +101,36 @@ def write_json(path, obj) -> None:
 
 
 # --------------------------------------------------------------------- topics
-def read_topics(path) -> dict[str, str]:
-    """Pyserini's TSV topics: ``qid<TAB>text`` per line."""
-    topics: dict[str, str] = {}
+def read_tagged_topics(path) -> dict[str, tuple[str, str | None]]:
+    """Pyserini's TSV topics, ``qid<TAB>text`` per line, each with an optional third column, its language
+    (``qid<TAB>text<TAB>lang``): ``{qid: (text, lang or None)}``. Pyserini reads the first two columns
+    and ignores the third; a KD-SPD query encoder reads it (``PYSERINI_KDSPD_QUERY_LANG``)."""
+    topics: dict[str, tuple[str, str | None]] = {}
     for lineno, line in text_lines(path):
         parts = line.split("\t")
-        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-            raise FormatError(path, lineno, f"expected 'qid<TAB>text', got {line[:80]!r}")
+        if len(parts) not in (2, 3) or not parts[0].strip() or not parts[1].strip():
+            raise FormatError(path, lineno, f"expected 'qid<TAB>text' or 'qid<TAB>text<TAB>lang', got {line[:80]!r}")
         qid = parts[0].strip()
         if qid in topics:
             raise FormatError(path, lineno, f"duplicate query id {qid!r}")
-        topics[qid] = parts[1].strip()
+        topics[qid] = (parts[1].strip(), (parts[2].strip() or None) if len(parts) == 3 else None)
     if not topics:
         raise FormatError(path, None, "no topics: the file is empty")
     return topics
 
 
-def write_topics(path, topics: Mapping[str, str]) -> None:
+def read_topics(path) -> dict[str, str]:
+    """Pyserini's TSV topics: ``qid<TAB>text`` per line (a third column, the language, is read and dropped,
+    as Pyserini drops it; :func:`read_tagged_topics` keeps it)."""
+    return {qid: text for qid, (text, _) in read_tagged_topics(path).items()}
+
+
+def write_topics(path, topics: Mapping[str, str], langs: Mapping[str, str] | None = None) -> None:
+    """``qid<TAB>text`` per line, and ``<TAB>lang`` when ``langs`` tags the queries (every one of them)."""
     with atomic_write(path) as f:
         for qid, text in topics.items():
             text = " ".join(str(text).split())  # tabs or newlines inside a query would break the format
-            f.write(f"{qid}\t{text}\n")
+            f.write(f"{qid}\t{text}\t{langs[qid]}\n" if langs is not None else f"{qid}\t{text}\n")
 
 
 # ---------------------------------------------------------------------- qrels
@@ -193,12 +202,15 @@ def ranked(docs: Mapping[str, float], depth: int | None = None) -> list[tuple[st
     return items[:depth] if depth else items
 
 
+RUN_DECIMALS = 6  # a run file's scores keep 6 decimals: what trec_eval sees, and where fusion judges ties
+
+
 def write_run(path, run: Mapping[str, Mapping[str, float]], tag: str = "pyserini_kdspd",
               depth: int | None = None) -> None:
     with atomic_write(path) as f:
         for qid, docs in run.items():
             for rank, (docid, score) in enumerate(ranked(docs, depth), 1):
-                f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+                f.write(f"{qid} Q0 {docid} {rank} {score:.{RUN_DECIMALS}f} {tag}\n")
 
 
 # ---------------------------------------------------------------- collections

@@ -1,7 +1,9 @@
 """Runtime settings and length-sorted batching, one place for every encoding and training path.
 
 Settings that change speed but not the model: precision, texts per forward pass,
-torch threads, maximum length. :func:`resolve` takes each from, in rising priority,
+torch threads, maximum length; and one that the stock CLIs cannot say either, the language
+of the queries (``query_lang``: which side of a KD-SPD folder encodes them, see
+:class:`pyserini_kdspd.encoders.KdspdQueryEncoder`). :func:`resolve` takes each from, in rising priority,
 
 1. the model folder's config (``kdspd_config.json``, e.g. its ``max_length``),
 2. the documented environment variables (for the stock Pyserini CLIs, which have no flags for them)::
@@ -9,6 +11,8 @@ torch threads, maximum length. :func:`resolve` takes each from, in rising priori
        PYSERINI_KDSPD_PRECISION    auto | bf16 | fp32
        PYSERINI_KDSPD_BATCH_SIZE   texts per forward pass (default 64)
        PYSERINI_KDSPD_THREADS      torch threads (default 0: torch's own choice)
+       PYSERINI_KDSPD_QUERY_LANG   a language code for every query (de, zh, ...), or the path of a
+                                   topics TSV whose third column tags each query (qid<TAB>text<TAB>lang)
 
 3. explicit arguments (API parameters and CLI flags; None means "not given").
 
@@ -33,17 +37,19 @@ PRECISIONS = ("auto", "bf16", "fp32")
 KERNEL_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 TRAINING_KERNEL_CACHE = 64
 ENV = {"precision": "PYSERINI_KDSPD_PRECISION", "batch_size": "PYSERINI_KDSPD_BATCH_SIZE",
-       "threads": "PYSERINI_KDSPD_THREADS"}
+       "threads": "PYSERINI_KDSPD_THREADS", "query_lang": "PYSERINI_KDSPD_QUERY_LANG"}
 
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """Resolved settings (see :func:`resolve`); ``max_length`` None means the model's own."""
+    """Resolved settings (see :func:`resolve`); ``max_length`` None means the model's own, ``query_lang``
+    None untagged queries (English: the teacher's query encoder)."""
 
     precision: str = "auto"
     batch_size: int = 64
     threads: int = 0
     max_length: int | None = None
+    query_lang: str | None = None
 
     def precision_for(self, device: torch.device | str = "cpu") -> str:
         """The concrete ``"bf16"`` or ``"fp32"`` on ``device``."""
@@ -65,6 +71,16 @@ def _check(name: str, value, source: str):
         if value not in PRECISIONS:
             fail(" | ".join(PRECISIONS))
         return value
+    if name == "query_lang":
+        from .spd.languages import is_language_code, normalize_lang  # lazy: spd imports this module
+
+        text = str(value).strip()
+        if is_language_code(text):
+            return normalize_lang(text)
+        if not os.path.isfile(text):
+            fail("a language code (de, zho_Hans, ...) or the path of an existing topics TSV whose third "
+                 "column tags each query")
+        return text
     try:
         number = int(value)
     except (TypeError, ValueError):

@@ -45,6 +45,7 @@ ROW_ORDER = [
 MARKS = {"†": "mDPR", "‡": "KD-Encoder"}
 SYSTEMS = ("bm25", "dense", "kd")
 COLLECTIONS = ("lareqa", "mtrec", "clef")
+ANALYSES = ("bias", "langid")  # the paper's analyses the driver can run on what it made (--analyses)
 # Optimizer steps per student: quick is sized for about an hour side by side on a 2-core CPU (README: Table 2).
 TRAIN_STEPS = {"quick": 1200, "full": 4800}
 # eflomal reads its sampler's seed from /dev/urandom (no flag sets it); IBM Model 1 is deterministic.
@@ -64,6 +65,7 @@ class Collection:
     translations: dict[str, Path] = field(default_factory=dict)  # lang -> human-translated topics
     max_passage: bool = False          # documents split into passages `docid#k` (MaxP)
     relevance_level: int = 1           # minimum grade that counts as relevant (TREC DL: 2)
+    parallel: bool = False             # each query's relevant documents are translations of each other (bias)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Settings:
     nmt: str | None = "human"                  # "human" (LAReQA's XQuAD translations), a translations file, or an HF MT model
     systems: tuple = SYSTEMS
     collections: tuple = COLLECTIONS
+    analyses: tuple = ()                       # of ANALYSES, run after the table
     mmarco_dir: Path | None = None             # mTREC: the user's mMARCO translations
     clef_dir: Path | None = None               # CLEF 2000-2003: the user's licensed copy
     command: str = "python -m pyserini_kdspd.table2"  # as typed, recorded with the table
@@ -123,7 +126,7 @@ def lareqa(s: Settings) -> Collection | None:
     return Collection(
         name="lareqa", corpus_dir=Path(p.corpus), by_lang={k: Path(v) for k, v in p.by_lang.items()},
         topics=Path(p.topics["en"]), qrels=Path(p.qrels),
-        translations={lang: Path(p.topics[lang]) for lang in LANGUAGES if lang != "en"})
+        translations={lang: Path(p.topics[lang]) for lang in LANGUAGES if lang != "en"}, parallel=True)
 
 
 def mtrec(s: Settings, variant: str = "even") -> Collection | None:
@@ -363,7 +366,30 @@ def run(s: Settings) -> int:
     print("\n" + st.summary())
     for col, rows, _, _ in outputs:
         record(col, s, rows, students, st, others=[c.name for c in collections if c is not col])
+    run_analyses(s, collections, students)
     return 0
+
+
+def run_analyses(s: Settings, collections: list[Collection], students: dict[str, Path]) -> None:
+    """``--analyses``: the paper's analyses on the models, indexes and runs this driver made, each writing its
+    tables and figures under ``runs/<collection>/`` (README: Language bias)."""
+    if "bias" in s.analyses:
+        from .analysis.bias import bias_report
+
+        for col in collections:
+            if not col.parallel:  # the rank distance is between translations of one relevant document
+                print(f"[skip] bias on {col.name}: its relevant documents are not translations of each other")
+                continue
+            out = bias_report(col, s, students)
+            print("\n" + out["md"].read_text(encoding="utf-8") + "wrote " + ", ".join(map(str, out.values())))
+    if "langid" in s.analyses:
+        from .analysis.langid import langid_report, render_markdown
+
+        for col in collections:
+            if col.name != "lareqa" or "KD-SPD" not in students:  # needs gold tags and the trained KD-SPD
+                print(f"[skip] langid on {col.name}: needs LAReQA's gold language tags and the driver's KD-SPD")
+                continue
+            print("\n" + render_markdown(langid_report(col, s, students["KD-SPD"])))
 
 
 # ------------------------------------------------------------------ what made the table, and the README
@@ -545,6 +571,10 @@ def main(argv=None) -> int:
                    help="whole-query translation for the NMT rows: 'human' (LAReQA: XQuAD's human translations, "
                         "labelled as such), a TSV file qid<TAB>lang<TAB>text, or a Hugging Face MT model "
                         "(e.g. facebook/nllb-200-distilled-600M; needs a network)")
+    p.add_argument("--analyses", type=_comma_list(ANALYSES), default=(),
+                   help="comma list of the paper's analyses to run after the table (bias: language bias, "
+                        "Figure 4; langid: KD-SPD with language-ID tags against gold tags; both on LAReQA), "
+                        "written under runs/<collection>/")
     p.add_argument("--hits", type=int, default=100)
     p.add_argument("--seed", type=int, default=0,
                    help="every random choice: the students' initialisation, dropout and batch order, round robin's "
@@ -573,6 +603,7 @@ def main(argv=None) -> int:
     s = Settings(mode=a.mode, root=a.output_root, data=data, hits=a.hits, seed=a.seed,
                  threads=a.threads, force=a.force, latex=a.latex, bitext=a.bitext, nmt=a.nmt,
                  mmarco_dir=a.mmarco_dir, clef_dir=a.clef_dir, systems=a.systems, collections=a.collections,
+                 analyses=a.analyses,
                  train_steps=a.train_steps or TRAIN_STEPS[a.mode], smt_aligner=a.smt_aligner,
                  command=shlex.join(["python", "-m", "pyserini_kdspd.table2", *argv]))
     for k in ("encoder", "mdpr", "teacher"):

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=number_type(int, 2, True), default=180, help="tokens (paper: 180)")
     p.add_argument("--prompt-length", type=POSITIVE_INT, default=30)
     p.add_argument("--decoder-layers", type=POSITIVE_INT, default=None, help="default: 6 for spd, 12 for utspd")
+    p.add_argument("--prompt-kind", choices=["decomposed", "full"], default="decomposed",
+                   help="decomposed: the paper's P* ⊙ (u_k v_kᵀ), l + d parameters per language; full: one free l x d "
+                        "prompt per language (the ablation), started from the decomposed prompts' values")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise student outputs (default: as the teacher does; unit targets are "
                         "unreachable at lr 2e-5 from a fresh decoder's norm ~sqrt(d) otherwise)")
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     args = learning_rates(parser.parse_args(argv))
     if args.max_steps is None and args.max_minutes is None:
         parser.error("give a budget: --max-steps N and/or --max-minutes M")
+    if args.student == "mean" and args.prompt_kind != "decomposed":
+        parser.error(f"--prompt-kind {args.prompt_kind}: --student mean (KD-Encoder) has no prompts")
     output = Path(args.output)
     blocker = next((p for p in (output, *output.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
@@ -273,7 +278,8 @@ def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores
     from transformers import AutoConfig
     hidden = AutoConfig.from_pretrained(resolve_model(args.encoder)).hidden_size
     config = StudentConfig(encoder=args.encoder, student=args.student, prompt_length=args.prompt_length,
-                           decoder_layers=args.decoder_layers, languages=["en"] + sorted(bitexts),
+                           prompt_kind=args.prompt_kind, decoder_layers=args.decoder_layers,
+                           languages=["en"] + sorted(bitexts),
                            max_length=args.max_length, normalize=normalize,
                            passage_prefix=model_settings(args.encoder).get("passage_prefix") or "",
                            teacher=teacher.query_settings(), output_dim=None if hidden == teacher.dim else teacher.dim)
@@ -303,6 +309,8 @@ def run_settings(args: argparse.Namespace, bitexts: dict, precision: str) -> dic
     from .distill.losses import loss_files
 
     settings = {name: getattr(args, name) for name in WEIGHT_FLAGS}
+    if args.prompt_kind != "decomposed":  # recorded only off its default: runs logged before the flag still match
+        settings["prompt_kind"] = args.prompt_kind
     loss = args.loss or DEFAULTS[args.student]
     if files := loss_files(loss):  # the content of a file an objective reads (QA pairs) changes the weights
         settings["loss_files"] = files

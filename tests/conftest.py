@@ -49,6 +49,30 @@ def tiny_student(tmp_path_factory, bitext_dir, python):
     return out
 
 
+@pytest.fixture(scope="session")
+def lareqa_slice(tmp_path_factory, shared_data):
+    """12 LAReQA questions, their answers in every language and 150 other sentences: a real multilingual slice
+    (``corpus/``, ``de/``, ``topics.{en,de}.tsv``, ``qrels.txt``), shared by the stock-CLI and index tests."""
+    from pyserini_kdspd import io
+    from pyserini_kdspd.data.lareqa import prepare_lareqa
+
+    full = prepare_lareqa(shared_data, tmp_path_factory.mktemp("lareqa-full"))
+    qrels = io.read_qrels(full.qrels)
+    qids = sorted(qrels)[:12]
+    keep = {d for q in qids for d in qrels[q]}
+    docs = list(io.read_jsonl(full.corpus / "corpus.jsonl"))
+    others = [r for r in docs if r["id"] not in keep][::80][:150]
+    recs = [r for r in docs if r["id"] in keep] + others
+    root = tmp_path_factory.mktemp("lareqa-slice")
+    io.write_jsonl(root / "corpus" / "docs.jsonl", recs)
+    io.write_jsonl(root / "de" / "docs.jsonl", (r for r in recs if r["lang"] == "de"))
+    for lang in ("en", "de"):
+        topics = io.read_topics(full.topics[lang])
+        io.write_topics(root / f"topics.{lang}.tsv", {q: topics[q] for q in qids})
+    io.write_qrels(root / "qrels.txt", {q: qrels[q] for q in qids})
+    return root, qids
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pyserini_kdspd import io
-from pyserini_kdspd.analysis.bias import (bias_report, extend_score_fusion, languages_of, main, measure,
+from pyserini_kdspd.analysis.bias import (bias_report, languages_of, main, measure,
                                           write_report)
 from pyserini_kdspd.fusion import fuse
 
@@ -52,7 +52,7 @@ def test_score_fusion_extends_the_row_fused_from_the_top_lists():
     a = {"q": {"a1": 0.9, "a2": 0.8, "a3": 0.0}}
     b = {"q": {"b1": 0.9, "b2": 0.5, "b3": 0.45}}
     for seed in range(4):
-        deep = extend_score_fusion({"ar": a, "de": b}, head=2, depth=6, seed=seed)["q"]
+        deep = fuse({"ar": a, "de": b}, "minmax", depth=6, seed=seed, norm_depth=2)["q"]
         order = [d for d, _ in io.ranked(deep)]
         assert set(order[:2]) == {"a1", "b1"} and set(order[2:4]) == {"a2", "b2"} and order[4:] == ["b3", "a3"]
         assert deep["b3"] == pytest.approx(-0.125) and deep["a3"] == pytest.approx(-8.0)
@@ -60,6 +60,10 @@ def test_score_fusion_extends_the_row_fused_from_the_top_lists():
         assert dict(io.ranked(deep, 4)) == dict(io.ranked(fuse(top, "minmax", depth=4, seed=seed)["q"]))
     whole = fuse({"ar": a, "de": b}, "minmax", depth=6)["q"]
     assert [d for d, _ in io.ranked(whole)][2] == "a2"
+    assert fuse({"ar": a, "de": b}, "minmax", depth=6, norm_depth=3) == fuse({"ar": a, "de": b}, "minmax", depth=6)
+    for method, n in (("rr", 2), ("rrf", 2), ("minmax", 0)):
+        with pytest.raises(ValueError, match="norm_depth"):
+            fuse({"ar": a}, method, norm_depth=n)
 
 
 def test_a_run_too_shallow_or_of_another_collection_is_refused():
@@ -98,6 +102,32 @@ def test_report_table_json_and_figures(tmp_path):
     assert again["pdf"].read_bytes() == pdf  # no timestamp in the PDF: same numbers, same file
 
 
+def test_readme_block_says_who_is_lowest_and_shows_the_figure(tmp_path):
+    """KD-SPD here ranks q1's answers 1 to 3 (distance 2), mDPR 1 to 5 (4); both rank q3's 1 apart: the generated sentence
+    names KD-SPD lowest, the figure is copied beside the README, the table replaces the old block."""
+    spd_run = {**RUN, "q1": {"en-1": 0.9, "de-1": 0.85, "fr-1": 0.8, "x-en": 0.7, "x-fr": 0.6}}
+    biases = [measure("mDPR", RUN, QRELS, LANG, depth=5), measure("KD-SPD", spd_run, QRELS, LANG, depth=5),
+              measure("mDPR + Round Robin", RUN, QRELS, LANG, depth=5, scores=None)]
+    made = {"command": "python -m pyserini_kdspd.table2", "finished": "2026-12-01 12:00:00", "seed": 0,
+            "train_steps": 1200}
+    write_report(biases, tmp_path / "runs" / "lareqa" / "bias", title="lareqa", collection="lareqa", made_from=made)
+    readme = tmp_path / "doc" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text("# x\n<!-- bias:lareqa:start -->\nold\n<!-- bias:lareqa:end -->\ntail\n", encoding="utf-8")
+    assert main(["--readme", str(readme), "--root", str(tmp_path)]) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert "old" not in text and text.endswith("<!-- bias:lareqa:end -->\ntail\n")
+    assert ("Mean maximum rank distance of the end-to-end dense systems: KD-SPD 1.5, mDPR 2.5 (lowest: KD-SPD); "
+            "of the per-language runs merged after retrieval: mDPR + Round Robin 2.5.") in text
+    assert "Language of the rank-1 document, most frequent (share of queries): mDPR 67% en, KD-SPD 67% en" in text
+    assert "seed 0, 1200 training steps per student, finished 2026-12-01 12:00:00" in text
+    assert "![Language bias on lareqa" in text and "(docs/figures/bias-lareqa.png)" in text
+    assert "| KD-SPD | 2 / 3 |" in text and "## Language bias" not in text
+    assert (readme.parent / "docs" / "figures" / "bias-lareqa.png").read_bytes() == \
+        (tmp_path / "runs" / "lareqa" / "bias.png").read_bytes()
+    assert main(["--readme", str(tmp_path / "nothing.md"), "--root", str(tmp_path)]) == 2
+
+
 def test_cli_skips_every_absent_row_and_says_what_to_run(tmp_path, shared_data, capsys):
     assert main(["--root", str(tmp_path), "--data-dir", str(shared_data), "--threads", "1"]) == 2
     out, err = capsys.readouterr()
@@ -132,7 +162,7 @@ def lareqa_slice(tmp_path_factory, shared_data):
                                                   for q in qids})
     col = Collection(name="slice", corpus_dir=col_dir / "corpus",
                      by_lang={lang: col_dir / "by-lang" / lang for lang in langs},
-                     topics=root / "topics" / "slice.en.tsv", qrels=root / "qrels" / "slice.txt")
+                     topics=root / "topics" / "slice.en.tsv", qrels=root / "qrels" / "slice.txt", parallel=True)
     s = Settings(root=root, mdpr="all-MiniLM-L6-v2", threads=1, hits=10)  # a driver run at --hits 10
     encode_corpus(DenseModel.from_name("mdpr", s.mdpr), col.corpus_dir, root / "indexes" / "slice" / "mdpr")
     return col, s, len(recs), qids
@@ -142,9 +172,13 @@ def lareqa_slice(tmp_path_factory, shared_data):
 def test_deep_runs_of_the_driver_rows_on_a_lareqa_slice(lareqa_slice, capsys, tmp_path):
     from pyserini_kdspd.search.dense import DenseModel, search
 
+    from pyserini_kdspd.table2 import Settings, run_analyses
+
     col, s, n_docs, qids = lareqa_slice
-    out = bias_report(col, s, students={}, depth=1000)
-    assert "[skip] Teacher (English only): no index" in capsys.readouterr().out
+    run_analyses(Settings(root=s.root, mdpr=s.mdpr, threads=1, hits=s.hits, analyses=("bias",)), [col], {})
+    printed = capsys.readouterr().out  # the driver's --analyses bias: the table printed, the files written
+    assert "[skip] Teacher (English only): no index" in printed and "| mDPR + Score | 12 / 12 |" in printed
+    out = {k: s.root / "runs" / "slice" / f"bias.{k}" for k in ("md", "json", "png", "pdf")}
     report = json.loads(out["json"].read_text(encoding="utf-8"))
     assert list(report["systems"]) == ["mDPR + Round Robin", "mDPR + Score", "mDPR"]
     deep = s.root / "runs" / "slice" / "deep"

@@ -36,3 +36,24 @@ def test_run_older_than_its_index_is_stale(tmp_path):
     st = run.stat()
     os.utime(index, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert not newer(run, index)
+
+
+def test_an_index_belongs_to_the_collection_it_was_encoded_from(tmp_path):
+    """The same documents with their ``lang`` emptied (language ID) are another collection: an index of the
+    gold-tagged one is never reused for them, nor after the collection is rewritten in place."""
+    from pyserini_kdspd.io import write_jsonl
+    from pyserini_kdspd.search.dense import CORPUS_STAMP, _corpus_matches, corpus_fingerprint
+
+    docs = [{"id": "d1", "text": "Ein Satz.", "lang": "de"}, {"id": "d2", "text": "A sentence.", "lang": "en"}]
+    gold, untagged, index = tmp_path / "gold", tmp_path / "untagged", tmp_path / "index"
+    write_jsonl(gold / "docs.jsonl", docs)
+    write_jsonl(untagged / "docs.jsonl", [{**d, "lang": ""} for d in docs])
+    index.mkdir()
+    assert not _corpus_matches(index, gold)  # no stamp: never trusted
+    (index / CORPUS_STAMP).write_text(json.dumps(corpus_fingerprint(gold)))
+    assert _corpus_matches(index, gold)
+    assert not _corpus_matches(index, untagged)
+    assert not _corpus_matches(index, tmp_path / "absent")
+    time.sleep(0.01)
+    write_jsonl(gold / "docs.jsonl", docs[:1] + [{**docs[1], "text": "A phrase."}])  # same size, new mtime
+    assert not _corpus_matches(index, gold)

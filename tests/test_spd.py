@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pyserini_kdspd.spd import (
-    CONFIG_NAME, WEIGHTS_NAME, DecomposedPrompts, Student, StudentConfig, UTSPDDecoder, normalize_lang,
+    CONFIG_NAME, WEIGHTS_NAME, DecomposedPrompts, FullPrompts, Student, StudentConfig, UTSPDDecoder, normalize_lang,
 )
 from pyserini_kdspd.spd.decoders import CrossAttentionLayer
 
@@ -87,6 +87,55 @@ def test_prompt_init_is_seeded():
     first, again, other = init(1), init(1), init(2)
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert all(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_full_prompts_start_as_the_decomposed_ones_and_move_freely():
+    """The ablation of the decomposition: l x d free parameters per language, the same prompts at step 0 under one
+    seed, the average slot the mean of the trained prompts, and a language's prompt no rank-one factor reaches."""
+    torch.manual_seed(1)
+    dec = DecomposedPrompts(num_languages=3, prompt_length=5, hidden_size=7)
+    torch.manual_seed(1)
+    full = FullPrompts(num_languages=3, prompt_length=5, hidden_size=7)
+    assert [n for n, _ in full.named_parameters()] == ["table"] and full.table.numel() == 3 * 5 * 7
+    ids = torch.tensor([0, 2, 1])
+    torch.testing.assert_close(full(ids), dec(ids), rtol=0, atol=1e-6)
+    # the average slot: the mean of the prompts, not P* ⊙ (mean u)(mean v)ᵀ, which differ by the noises' product
+    torch.testing.assert_close(full.prompt(3), dec(torch.arange(3)).mean(0), rtol=0, atol=1e-6)
+    assert not torch.allclose(full.prompt(3), dec.prompt(3), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        full.table[1] = torch.randn(5, 7)  # any matrix: P* ⊙ (u vᵀ) could not make this one
+    torch.testing.assert_close(full.prompt(1), full.table[1])
+    torch.testing.assert_close(full.prompt(3), full.table.mean(0))
+    for k in (0, 2):  # the other languages did not move
+        torch.testing.assert_close(full.prompt(k), dec.prompt(k), rtol=0, atol=1e-6)
+
+
+def test_full_prompt_student_matches_the_decomposed_one_at_step_0_and_saves_its_kind(spd, tmp_path):
+    full = _build(prompt_kind="full")
+    d = full.hidden_size
+    assert isinstance(full.prompts, FullPrompts) and full.config.prompt_kind == "full"
+    assert sum(p.numel() for p in full.prompts.parameters()) == len(LANGS) * 30 * d  # l x d per language
+    assert sum(p.numel() for p in spd.prompts.parameters()) == 30 * d + len(LANGS) * (30 + d)
+    langs = ["en", "de", "fr", "zh", "de", "en"]  # trained slots: the same prompts, the same decoder
+    np.testing.assert_allclose(full.encode(TEXTS, langs=langs, precision="fp32"),
+                               spd.encode(TEXTS, langs=langs, precision="fp32"), atol=1e-5)
+    langs[2] = "fi"  # the average slot
+    with torch.no_grad():
+        full.prompts.table[LANGS.index("de")].add_(torch.randn(30, d))
+    before = full.encode(TEXTS, langs=langs, precision="fp32")
+    folder = full.save_pretrained(tmp_path / "full")
+    assert json.loads((folder / CONFIG_NAME).read_text())["prompt_kind"] == "full"
+    loaded = Student.from_pretrained(folder)
+    assert isinstance(loaded.prompts, FullPrompts)
+    np.testing.assert_array_equal(loaded.encode(TEXTS, langs=langs, precision="fp32"), before)
+    # a folder saved before the field existed is decomposed
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    del config["prompt_kind"]
+    assert StudentConfig.from_dict(config).prompt_kind == "decomposed"
+    with pytest.raises(ValueError, match="prompt_kind must be one of"):
+        StudentConfig(encoder="x", prompt_kind="low-rank")
+    with pytest.raises(ValueError, match="'mean' .KD-Encoder. has no prompts"):
+        StudentConfig(encoder="x", student="mean", prompt_kind="full")
 
 
 def test_unseen_language_uses_average_and_warns_once(spd, caplog):

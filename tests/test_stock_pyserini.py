@@ -91,28 +91,6 @@ def _old_java_first(env):
     return env, (old[0].major if old else None)
 
 
-@pytest.fixture(scope="module")
-def lareqa_slice(tmp_path_factory, shared_data):
-    """12 LAReQA questions, their answers in every language and 150 other sentences: a real multilingual slice."""
-    from pyserini_kdspd.data.lareqa import prepare_lareqa
-
-    full = prepare_lareqa(shared_data, tmp_path_factory.mktemp("lareqa-full"))
-    qrels = io.read_qrels(full.qrels)
-    qids = sorted(qrels)[:12]
-    keep = {d for q in qids for d in qrels[q]}
-    docs = list(io.read_jsonl(full.corpus / "corpus.jsonl"))
-    others = [r for r in docs if r["id"] not in keep][::80][:150]
-    recs = [r for r in docs if r["id"] in keep] + others
-    root = tmp_path_factory.mktemp("lareqa-slice")
-    io.write_jsonl(root / "corpus" / "docs.jsonl", recs)
-    io.write_jsonl(root / "de" / "docs.jsonl", (r for r in recs if r["lang"] == "de"))
-    for lang in ("en", "de"):
-        topics = io.read_topics(full.topics[lang])
-        io.write_topics(root / f"topics.{lang}.tsv", {q: topics[q] for q in qids})
-    io.write_qrels(root / "qrels.txt", {q: qrels[q] for q in qids})
-    return root, qids
-
-
 @pytest.mark.slow
 def test_every_stock_cli_beside_the_plugin(python, tiny_student, lareqa_slice, clean_env, tmp_path):
     """index/search Lucene (German BM25), encode/search FAISS with --encoder kdspd, HNSW from the flat

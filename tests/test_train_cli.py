@@ -180,3 +180,13 @@ def test_sigterm_stops_after_a_step_with_a_checkpoint_and_resume_finishes_withou
     log = json.loads((out / "training_log.json").read_text())
     assert is_complete(out) and log["steps"] == step + 2 and log["resumed_from"] == [step]
     assert [s for s, _ in log["losses"]] == list(range(1, step + 3))
+
+
+def test_a_full_prompt_needs_a_student_with_prompts(tmp_path, capsys):
+    """``--prompt-kind full`` (the decomposition ablation) on KD-Encoder, which has no prompts: refused at parsing."""
+    out = tmp_path / "student"
+    with pytest.raises(SystemExit) as err:
+        main(["--student", "mean", "--prompt-kind", "full", "--output", str(out), "--max-steps", "1"])
+    assert err.value.code == 2 and "--prompt-kind full: --student mean (KD-Encoder) has no prompts" in \
+        capsys.readouterr().err
+    assert not out.exists()

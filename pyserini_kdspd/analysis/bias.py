@@ -39,7 +39,7 @@ from .. import io
 from .._cli import POSITIVE_INT
 
 DEPTH = 1000
-CUTOFFS = (10, 100)
+CUTOFFS = (1, 10, 100)  # the top 1: which language a system puts first (its MRR comes from there)
 # What a run's scores are: the model's own inner product (comparable across systems of one kind), min-max
 # normalised per language list; None stands for round robin's synthetic depth - rank.
 SCORE_KINDS = ("model", "min-max")
@@ -189,9 +189,11 @@ def render_markdown(biases: Sequence[Bias], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report_json(biases: Sequence[Bias], collection: str) -> dict:
-    """Everything the table and the figure show, and per query the (rank, score) of each language."""
+def report_json(biases: Sequence[Bias], collection: str, made_from: Mapping | None = None) -> dict:
+    """Everything the table and the figure show, and per query the (rank, score) of each language;
+    ``made_from``: the driver run whose models and indexes were measured (its ``table2.json``)."""
     return {"collection": collection, "depth": biases[0].depth if biases else None,
+            "made_from": dict(made_from) if made_from else None,
             "collection_shares": biases[0].collection if biases else {},
             "systems": {b.system: {"run": b.run, "scores": b.scores, "summary": b.summary(),
                                    "shares": {str(k): v for k, v in b.shares.items()},
@@ -230,44 +232,18 @@ def plot(biases: Sequence[Bias], stem, title: str) -> list[Path]:
     return out
 
 
-def write_report(biases: Sequence[Bias], stem, title: str, collection: str) -> dict[str, Path]:
+def write_report(biases: Sequence[Bias], stem, title: str, collection: str,
+                 made_from: Mapping | None = None) -> dict[str, Path]:
     """``stem.md``, ``stem.json``, ``stem.png``, ``stem.pdf``."""
     stem = Path(stem)
     with io.atomic_write(stem.with_suffix(".md")) as f:
         f.write(render_markdown(biases, title))
-    io.write_json(stem.with_suffix(".json"), report_json(biases, collection))
+    io.write_json(stem.with_suffix(".json"), report_json(biases, collection, made_from))
     png, pdf = plot(biases, stem, title)
     return {"md": stem.with_suffix(".md"), "json": stem.with_suffix(".json"), "png": png, "pdf": pdf}
 
 
 # ---------------------------------------------------------------------------- runs from the driver's indexes
-def extend_score_fusion(lang_runs: Mapping[str, Mapping[str, Mapping[str, float]]], head: int, depth: int,
-                        seed: int = 0) -> io.Run:
-    """Score merging ("+ Score") of deep per-language runs, extending the row fused from their top ``head``.
-
-    Each language's list is min-max normalised with the minimum and maximum of its top ``head`` (ranx's
-    formula, which ``fusion.fuse(method="minmax")`` applies to the driver's top-``head`` lists), deeper
-    documents falling below 0; the disjoint lists are merged, ties broken as ``fuse`` breaks them (seeded by
-    ``(seed, qid)``), and cut to ``depth``: the top ``head`` is the driver's row. Normalising over each top
-    ``depth`` instead (``fuse(..., depth=depth)``) makes another system: a language with fewer than
-    ``depth`` documents is normalised against its very worst one and rises (LAReQA, mDPR: Thai's share of
-    the top 100 went from 9% to 25%).
-    """
-    from ..fusion import _break_ties, _rng  # fuse's own tie breaking: no public call normalises over a top k
-
-    out: io.Run = {}
-    for q in sorted({q for run in lang_runs.values() for q in run}):
-        merged: dict[str, float] = {}
-        for run in lang_runs.values():
-            top = [s for _, s in io.ranked(run.get(q, {}), head)]
-            if top:
-                lo, span = min(top), max(max(top) - min(top), 1e-9)
-                merged.update((d, (s - lo) / span) for d, s in run[q].items())
-        if merged:
-            out[q] = _break_ties(merged, _rng(seed, q), depth)
-    return out
-
-
 def deep_runs(col, s, students: Mapping[str, Path], depth: int = DEPTH) -> dict[str, Path]:
     """Depth-``depth`` runs of the driver's dense rows, from the indexes it built (``s`` is the driver's
     ``Settings``: root, mdpr, teacher, hits, seed, threads, force), under ``runs/<collection>/deep/``.
@@ -275,8 +251,9 @@ def deep_runs(col, s, students: Mapping[str, Path], depth: int = DEPTH) -> dict[
     Each is stock ``pyserini.search.faiss`` with the model the driver used (``DenseModel.from_name``, the
     same names); the mDPR + Round Robin / + Score rows search the per-language indexes at the same depth
     (with the query vectors the driver encoded) and fuse them: ``fusion.fuse(..., depth=depth)`` for round
-    robin, whose top ``s.hits`` is the driver's row whatever the depth, and :func:`extend_score_fusion` for
-    "+ Score", so that its top ``s.hits`` is too. A run is reused while it is newer than its index (a fused
+    robin, whose top ``s.hits`` is the driver's row whatever the depth, and ``norm_depth=s.hits`` for
+    "+ Score" (each language normalised over its top ``s.hits``, as the driver's row was), so that its top
+    ``s.hits`` is too. A run is reused while it is newer than its index (a fused
     run: than its per-language runs). A row whose index is absent, or was encoded by other weights than its
     model folder now holds, is skipped with one line.
     """
@@ -312,8 +289,8 @@ def deep_runs(col, s, students: Mapping[str, Path], depth: int = DEPTH) -> dict[
                                   deep / "by-lang", hits=depth, threads=s.threads, force=s.force, extra_args=extra)
         lang_runs = None
         fusions = (("mDPR + Round Robin", "rr", lambda runs: fuse(runs, method="rr", depth=depth, seed=s.seed)),
-                   ("mDPR + Score", "score", lambda runs: extend_score_fusion(runs, head=s.hits, depth=depth,
-                                                                               seed=s.seed)))
+                   ("mDPR + Score", "score", lambda runs: fuse(runs, method="minmax", depth=depth, seed=s.seed,
+                                                                norm_depth=s.hits)))
         for fused_label, slug, fused in fusions:
             out = deep / f"{name}+{slug}.txt"
             if s.force or not all(io.newer(out, o) for o in outs.values()):
@@ -338,7 +315,65 @@ def bias_report(col, s, students: Mapping[str, Path], depth: int = DEPTH) -> dic
     ordered = sorted(rows, key=lambda r: ROW_ORDER.index(r) if r in ROW_ORDER else len(ROW_ORDER))
     biases = [measure(label, io.read_run(rows[label]), qrels, lang_of, depth=depth, scores=score_kind(label),
                       relevance_level=col.relevance_level, run_file=rows[label]) for label in ordered]
-    return write_report(biases, s.root / "runs" / col.name / "bias", title=col.name, collection=col.name)
+    driver = s.root / "runs" / col.name / "table2.json"
+    made_from = ({k: v for k, v in io.read_json(driver).items() if k in ("command", "finished", "seed", "train_steps")}
+                 if driver.is_file() else None)
+    return write_report(biases, s.root / "runs" / col.name / "bias", title=col.name, collection=col.name,
+                        made_from=made_from)
+
+
+# ---------------------------------------------------------------------------- the README's block
+FIGURE_DIR = Path("docs") / "figures"  # beside the README: a figure under runs/ (not committed) would not show
+END_TO_END = ("KD-SPD", "KD-Encoder", "mDPR", "Teacher (English only)")
+
+
+def _verdict(systems: Mapping[str, dict]) -> list[str]:
+    """What the table says, in words computed from it: who has the lowest mean rank distance, and which
+    language each system puts first."""
+    mean = {name: m["summary"]["rank_distance_mean"] for name, m in systems.items()
+            if m["summary"]["rank_distance_mean"] is not None}
+    dense = sorted((n for n in mean if n in END_TO_END), key=mean.get)
+    merged = sorted((n for n in mean if n not in END_TO_END), key=mean.get)
+    out = []
+    if dense:
+        out.append("Mean maximum rank distance of the end-to-end dense systems: "
+                   + ", ".join(f"{n} {mean[n]:.1f}" for n in dense) + f" (lowest: {dense[0]})"
+                   + (("; of the per-language runs merged after retrieval: "
+                       + ", ".join(f"{n} {mean[n]:.1f}" for n in merged)) if merged else "") + ".")
+    firsts = []
+    for name, m in systems.items():
+        top1 = m["shares"].get("1")
+        if top1:
+            lang = max(sorted(top1), key=top1.get)
+            firsts.append(f"{name} {100 * top1[lang]:.0f}% {lang}")
+    if firsts:
+        out.append("Language of the rank-1 document, most frequent (share of queries): " + ", ".join(firsts) + ".")
+    return out
+
+
+def readme_block(root: Path, collection: str, readme: Path) -> str:
+    """The README block of ``runs/<collection>/bias.{json,md,png}``; copies the figure under the README's
+    folder (``docs/figures/``) so that it shows wherever the README is read."""
+    stem = root / "runs" / collection / "bias"
+    for suffix in (".json", ".md", ".png"):
+        if not stem.with_suffix(suffix).is_file():
+            raise FileNotFoundError(f"{stem.with_suffix(suffix)}: missing; run `python -m pyserini_kdspd.analysis.bias "
+                                    f"--collection {collection} --root {root}` (after the Table 2 driver) first")
+    report = io.read_json(stem.with_suffix(".json"))
+    figure = FIGURE_DIR / f"bias-{collection}.png"
+    (readme.parent / figure).parent.mkdir(parents=True, exist_ok=True)
+    (readme.parent / figure).write_bytes(stem.with_suffix(".png").read_bytes())
+    made = report.get("made_from")
+    source = (f"the models and indexes of `{made['command']}` (seed {made['seed']}, {made['train_steps']} training "
+              f"steps per student, finished {made['finished']})" if made else "the driver's models and indexes")
+    table = stem.with_suffix(".md").read_text(encoding="utf-8").strip().splitlines()
+    if table and table[0].startswith("#"):
+        table = table[1:]  # the README has its own heading
+    return "\n".join([f"<!-- written by `python -m pyserini_kdspd.analysis.bias --readme` from runs/{collection}/bias.* ; "
+                      "edits here are overwritten -->",
+                      f"Measured at depth {report['depth']} on {source}.", "", *_verdict(report["systems"]), "",
+                      f"![Language bias on {collection}: maximum rank distance and score difference per system]"
+                      f"({figure.as_posix()})", *table])
 
 
 def main(argv=None) -> int:
@@ -365,7 +400,19 @@ def main(argv=None) -> int:
                    help="seed of round robin and of + Score's tie breaking, as given to the driver (default 0)")
     p.add_argument("--threads", type=POSITIVE_INT, default=d.threads)
     p.add_argument("--force", action="store_true", help="search again instead of reusing runs/<collection>/deep/")
+    p.add_argument("--readme", type=Path, nargs="?", const=Path("README.md"), default=None, metavar="README",
+                   help="run nothing: rewrite README's block between <!-- bias:<collection>:start --> and "
+                        "<!-- bias:<collection>:end --> from runs/<collection>/bias.*, the figure copied to "
+                        f"{FIGURE_DIR.as_posix()}/ beside it")
     a = p.parse_args(argv)
+    if a.readme is not None:
+        def readme() -> int:
+            if not a.readme.is_file():
+                raise FileNotFoundError(f"--readme {a.readme}: no such file")
+            io.replace_marked_block(a.readme, f"bias:{a.collection}", readme_block(a.root, a.collection, a.readme))
+            print(f"{a.readme}: rewrote the language-bias block of {a.collection}")
+            return 0
+        return run_cli(readme)
     try:
         data = data_dir(a.data_dir)
     except FileNotFoundError as e:

@@ -16,6 +16,12 @@ this multilingual pool, so the collection written here is:
   non-English ones are XQuAD's human translations, i.e. "human" query translations);
 * ``qrels/lareqa.txt``: for each question, its answer sentence in each of the 11
   languages (grade 1);
+* the two "any language" settings, every question in every language, ids ``<qid>-<lang>``:
+  ``topics/lareqa.all-languages.tsv`` (``<qid>-<lang><TAB>question<TAB>lang``: the third column
+  is the language tag a KD-SPD query encoder reads, Pyserini ignores it),
+  ``qrels/lareqa.x-en.txt`` (X -> En: the English answer sentence only, searched among the 1,180
+  English sentences) and ``qrels/lareqa.x-all.txt`` (X -> All: the 11 translations of the answer,
+  among all 13,014 sentences); derived from the files above (:func:`prepare_cross_lingual`);
 * ``collections/lareqa/stats.json``: counts, how each answer was located, and
   the input checksums that make re-runs skip work. It lives beside (not inside)
   ``corpus/`` because Pyserini reads every file of a collection folder.
@@ -35,6 +41,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from .. import io
 from ..io import FormatError
@@ -105,6 +112,9 @@ class LareqaPaths:
     topics: dict[str, Path]       # lang -> topics/lareqa.{lang}.tsv
     qrels: Path                   # qrels/lareqa.txt
     stats: Path                   # collections/lareqa/stats.json
+    all_topics: Path              # topics/lareqa.all-languages.tsv: every question in every language, tagged
+    x_en_qrels: Path              # qrels/lareqa.x-en.txt: X -> En (the English answer)
+    x_all_qrels: Path             # qrels/lareqa.x-all.txt: X -> All (the 11 translations of the answer)
 
 
 def output_paths(output_root: str | os.PathLike = ".") -> LareqaPaths:
@@ -117,12 +127,34 @@ def output_paths(output_root: str | os.PathLike = ".") -> LareqaPaths:
         topics={lang: out / "topics" / f"{NAME}.{lang}.tsv" for lang in LANGUAGES},
         qrels=out / "qrels" / f"{NAME}.txt",
         stats=root / "stats.json",
+        all_topics=out / "topics" / f"{NAME}.all-languages.tsv",
+        x_en_qrels=out / "qrels" / f"{NAME}.x-en.txt",
+        x_all_qrels=out / "qrels" / f"{NAME}.x-all.txt",
     )
 
 
 def make_docid(lang: str, article: int, paragraph: int, sentence: int) -> str:
     """Position-derived id (``de-a012-p03-s02``): stable across runs and identical in shape across languages."""
     return f"{lang}-a{article:03d}-p{paragraph:02d}-s{sentence:02d}"
+
+
+def docid_lang(docid: str) -> str:
+    """The language of a sentence id made by :func:`make_docid`."""
+    return docid.split("-", 1)[0]
+
+
+def query_id(qid: str, lang: str) -> str:
+    """``<qid>-<lang>``: one id per question and language, so that one qrels file judges every language's
+    questions (XQuAD's ids are hex strings without a dash)."""
+    return f"{qid}-{lang}"
+
+
+def split_query_id(qid: str) -> tuple[str, str]:
+    """``(qid, lang)`` of a :func:`query_id`."""
+    base, sep, lang = qid.rpartition("-")
+    if not sep or lang not in LANGUAGES:
+        raise ValueError(f"{qid!r} is not a <qid>-<lang> query id of LAReQA's languages")
+    return base, lang
 
 
 # ---------------------------------------------------------------------- input
@@ -294,6 +326,51 @@ def load_lareqa(data_dir: str | os.PathLike | None = None, *, download: bool = T
     return LareqaData(sentences, questions, answers, qrels, located, crosses, sources)
 
 
+# ------------------------------------------------------------ any-language settings
+@dataclass
+class CrossLingual:
+    """Every question in every language (ids ``<qid>-<lang>``, :func:`query_id`) and its judgments."""
+
+    topics: dict[str, str]                 # <qid>-<lang> -> question
+    langs: dict[str, str]                  # <qid>-<lang> -> lang
+    x_en: dict[str, dict[str, int]]        # <qid>-<lang> -> {the English answer sentence: 1}
+    x_all: dict[str, dict[str, int]]       # <qid>-<lang> -> the answer sentence in every language
+
+
+def cross_lingual(topics: Mapping[str, Mapping[str, str]], qrels: Mapping[str, Mapping[str, int]]) -> CrossLingual:
+    """X -> En and X -> All from the per-language topics (``lang -> qid -> question``) and the qrels of the
+    English-query setting (``qid -> answer sentences``): a question keeps its judgments in every language
+    it is asked in. One without an English answer sentence gets no X -> En judgment."""
+    out = CrossLingual({}, {}, {}, {})
+    for qid, judged in qrels.items():
+        english = {d: g for d, g in judged.items() if docid_lang(d) == QUERY_LANGUAGE}
+        for lang, questions in topics.items():
+            if qid not in questions:
+                continue
+            x = query_id(qid, lang)
+            out.topics[x], out.langs[x], out.x_all[x] = questions[qid], lang, dict(judged)
+            if english:
+                out.x_en[x] = english
+    return out
+
+
+def prepare_cross_lingual(paths: LareqaPaths, force: bool = False) -> LareqaPaths:
+    """Write ``paths.all_topics``, ``x_en_qrels`` and ``x_all_qrels`` from the per-language topics and the
+    qrels in ``paths`` (:func:`cross_lingual`); skipped while all three are newer than those."""
+    inputs = [paths.qrels, *paths.topics.values()]
+    outputs = [paths.all_topics, paths.x_en_qrels, paths.x_all_qrels]
+    if not force and all(io.newer(o, i) for o in outputs for i in inputs):
+        return paths
+    data = cross_lingual({lang: io.read_topics(p) for lang, p in paths.topics.items()}, io.read_qrels(paths.qrels))
+    io.write_topics(paths.all_topics, data.topics, langs=data.langs)
+    io.write_qrels(paths.x_en_qrels, data.x_en)
+    io.write_qrels(paths.x_all_qrels, data.x_all)
+    log.info("wrote %d questions in %d languages (X -> En: %d judged, X -> All: %d judgments) to %s, %s, %s",
+             len(data.topics), len(paths.topics), len(data.x_en), sum(len(d) for d in data.x_all.values()),
+             paths.all_topics, paths.x_en_qrels, paths.x_all_qrels)
+    return paths
+
+
 # --------------------------------------------------------------------- output
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as f:
@@ -343,7 +420,7 @@ def prepare_lareqa(data_dir: str | os.PathLike | None = None, output_root: str |
     sources = _sources_without_reading(data_dir, download, url_template)
     if not force and _is_complete(paths, out, sources):
         log.info("%s is complete (see %s); pass force=True / --force to rebuild", paths.root, paths.stats)
-        return paths
+        return prepare_cross_lingual(paths)
     data = load_lareqa(data_dir, download=download, url_template=url_template)
 
     files: dict[Path, int] = {}
@@ -383,4 +460,4 @@ def prepare_lareqa(data_dir: str | os.PathLike | None = None, output_root: str |
                     len(short), len(data.qrels), len(LANGUAGES), paths.stats)
     log.info("wrote %d sentences, %d topics x %d languages, %d judgments under %s",
              len(data.sentences), len(data.qrels), len(LANGUAGES), files[paths.qrels], out)
-    return paths
+    return prepare_cross_lingual(paths, force=True)

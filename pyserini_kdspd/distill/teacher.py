@@ -134,17 +134,19 @@ class Teacher:
         return np.asarray(out, dtype=np.float32)
 
     def encode_documents(self, texts: Sequence[str], batch_size: int | None = None,
-                         progress: bool = False) -> np.ndarray:
+                         progress: bool = False, exact: bool = True) -> np.ndarray:
         """(N, dim) float32 teacher vectors, in batches of texts with the same number of tokens.
 
         Without padding a text's vector does not depend on its batch (bf16 moves by up to ~1e-3
         with the padded width), so a target is the same whether it was precomputed for a whole
         budget or computed during a step, and runs are reproducible whatever the cache held.
+        ``exact=False`` fills batches across lengths (length-sorted, as the students encode): the
+        faster choice when a few hundred texts of many lengths arrive at a time (Ray workers).
         """
         texts = list(texts)
         return encode_sorted(self.token_lengths(texts), lambda idx: self._encode_batch([texts[i] for i in idx]),
                              batch_size or self.batch_size, self.dim, f"teacher {self.name}" if progress else None,
-                             exact=True)
+                             exact=exact)
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as the encoder will see it (prefix included, truncated at ``max_length``)."""

@@ -6,7 +6,9 @@
 * ``split_index``: per-language indexes cut out of one encoded collection, so the
   per-language baselines (mDPR + round robin / score) reuse the end-to-end
   encoding instead of encoding every document twice;
-* reuse of finished outputs, so re-running a pipeline skips what exists.
+* reuse of finished outputs, so re-running a pipeline skips what exists;
+* :func:`search_lucene`: the same queries against the Lucene flat / HNSW indexes of
+  ``pyserini_kdspd.index`` (Anserini's), through Pyserini's Lucene dense searchers.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._java import java_env
-from ..io import atomic_write, check_collection, newer, read_jsonl
+from ..io import atomic_write, check_collection, collection_files, newer, read_jsonl, read_topics, write_run
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +103,12 @@ class DenseModel:
                    dimension=int(dim), **overrides)
 
 
-def _run(cmd: list[str], what: str, model: DenseModel) -> None:
+def _run(cmd: list[str], what: str, model: DenseModel, env: dict[str, str] | None = None) -> None:
     log.info("%s: %s", what, " ".join(cmd))
-    env = java_env()
+    extra, env = env or {}, java_env()
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.update(model.env())
+    env.update(extra)
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}")
@@ -137,10 +140,30 @@ def _stamp_matches(index_dir: Path, model: "DenseModel") -> bool:
         return False
 
 
+CORPUS_STAMP = "encoded_from.json"  # beside STAMP, which keeps the model alone (analysis.bias reads it)
+
+
+def corpus_fingerprint(corpus_dir) -> dict:
+    """What the vectors depend on besides the model: the collection's files (path, size, mtime). Two
+    collections of the same documents tagged differently (gold ``lang`` vs empty: language ID) differ."""
+    return {"corpus": str(Path(corpus_dir).resolve()),
+            "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in collection_files(corpus_dir)]}
+
+
+def _corpus_matches(index_dir: Path, corpus_dir) -> bool:
+    try:
+        return json.loads((index_dir / CORPUS_STAMP).read_text()) == corpus_fingerprint(corpus_dir)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def encode_corpus(model: DenseModel, corpus_dir, index_dir, force: bool = False) -> Path:
-    """``python -m pyserini.encode ... --to-faiss`` into a fresh folder, renamed when complete."""
+    """``python -m pyserini.encode ... --to-faiss`` into a fresh folder, renamed when complete; reused while
+    its stamps match the model's weights (:func:`model_fingerprint`) and the collection's files
+    (:func:`corpus_fingerprint`)."""
     index_dir = Path(index_dir)
-    if index_complete(index_dir) and _stamp_matches(index_dir, model) and not force:
+    if (index_complete(index_dir) and _stamp_matches(index_dir, model) and _corpus_matches(index_dir, corpus_dir)
+            and not force):
         log.info("reusing %s", index_dir)
         return index_dir
     check_collection(corpus_dir)  # pyserini.encode would write an empty index, or two vectors under one id
@@ -155,6 +178,8 @@ def encode_corpus(model: DenseModel, corpus_dir, index_dir, force: bool = False)
         raise RuntimeError(f"pyserini.encode finished but {tmp} has no index/docid files")
     with atomic_write(tmp / STAMP) as f:  # a retrained model in the same folder invalidates the index
         json.dump(model_fingerprint(model.path), f)
+    with atomic_write(tmp / CORPUS_STAMP) as f:  # so does another (or a rewritten) collection
+        json.dump(corpus_fingerprint(corpus_dir), f)
     if index_dir.exists():
         shutil.rmtree(index_dir)
     os.replace(tmp, index_dir)
@@ -218,8 +243,13 @@ def encode_queries(model: DenseModel, topics, out_dir, force: bool = False) -> P
 
 def search(model: DenseModel, index_dir, topics, output, hits: int = 100, threads: int = 2,
            batch_size: int = 64, force: bool = False, extra_args: list | None = None,
-           encoded_queries=None) -> Path:
-    """``python -m pyserini.search.faiss`` writing a TREC run (skipped when the run exists)."""
+           encoded_queries=None, query_lang: str | None = None) -> Path:
+    """``python -m pyserini.search.faiss`` writing a TREC run (skipped when the run exists).
+
+    ``query_lang`` (a language code, or a topics TSV whose third column tags each query) reaches a
+    KD-SPD folder's query encoder as ``PYSERINI_KDSPD_QUERY_LANG``: tagged non-English queries are then
+    encoded by the student. Other models encode every language with their own query encoder.
+    """
     output = Path(output)
     if not force and newer(output, Path(index_dir) / "index") and output.stat().st_size > 0:  # else stale or absent
         log.info("reusing %s", output)
@@ -230,21 +260,79 @@ def search(model: DenseModel, index_dir, topics, output, hits: int = 100, thread
            "--output", str(tmp), "--hits", str(hits), "--threads", str(threads), "--batch-size", str(batch_size),
            *(["--encoded-queries", str(encoded_queries), "--device", "cpu"] if encoded_queries
              else model.search_args()), *(extra_args or [])]
-    _run(cmd, f"search {index_dir} with {model.name}", model)
+    env = None
+    if query_lang and model.kind == "kdspd":
+        from ..runtime import ENV
+
+        env = {ENV["query_lang"]: str(Path(query_lang).resolve()) if Path(query_lang).is_file() else query_lang}
+    _run(cmd, f"search {index_dir} with {model.name}", model, env=env)
     os.replace(tmp, output)
     return output
+
+
+def language_indexes(model: DenseModel, index_dir, corpus_jsonl, force: bool = False) -> dict[str, Path]:
+    """The per-language indexes of ``model`` cut out of its end-to-end ``index_dir`` (:func:`split_index`),
+    kept beside it as ``<model>.by-lang``: every user (per-language baselines, X -> En) shares one cut."""
+    index_dir = Path(index_dir)
+    return split_index(index_dir, corpus_jsonl, index_dir.with_name(f"{model.name}.by-lang"), force=force)
 
 
 def search_by_language(model: DenseModel, index_dir, corpus_jsonl, topics, runs_dir, hits: int = 100,
                        threads: int = 2, force: bool = False, extra_args: list | None = None) -> dict[str, Path]:
     """One run per language (``runs_dir/<model>.<lang>.txt``) from the per-language indexes cut out of
-    ``index_dir`` (:func:`split_index`, beside it as ``<index>.by-lang``); the queries are encoded once
-    for all of them, and only when a run is stale. The per-language baselines fuse these runs."""
+    ``index_dir`` (:func:`language_indexes`); the queries are encoded once for all of them, and only when
+    a run is stale. The per-language baselines fuse these runs."""
     index_dir = Path(index_dir)
-    per_lang = split_index(index_dir, corpus_jsonl, index_dir.with_name(f"{model.name}.by-lang"), force=force)
+    per_lang = language_indexes(model, index_dir, corpus_jsonl, force=force)
     outs = {lang: Path(runs_dir) / f"{model.name}.{lang}.txt" for lang in per_lang}
     queries = None
     if force or not all(newer(outs[lang], d / "index") for lang, d in per_lang.items()):
         queries = encode_queries(model, topics, index_dir.with_name(f"{model.name}.queries"), force=force)
     return {lang: search(model, d, topics, outs[lang], hits=hits, threads=threads, force=force,
                          extra_args=extra_args, encoded_queries=queries) for lang, d in per_lang.items()}
+
+
+def query_vectors(model: DenseModel, topics) -> dict[str, "np.ndarray"]:
+    """The topics (TSV) encoded in this process by the query encoder ``pyserini.search.faiss`` builds for
+    ``model`` (Pyserini's own ``init_query_encoder``, called as its CLI calls it), so a Lucene run gets
+    the vectors the FAISS run got: for a KD-SPD folder, the teacher's query encoder in ``query_encoder/``."""
+    import numpy as np
+    from pyserini.search.faiss.__main__ import init_query_encoder
+
+    kdspd = model.kind == "kdspd"
+    prefix = model.query_prefix.rstrip() if model.query_prefix and not kdspd else None  # as search_args passes it
+    encoder = init_query_encoder(model.path, "kdspd" if kdspd else "auto", None, str(topics), None, "cpu", 256,
+                                 model.pooling, model.l2_norm, prefix)
+    return {qid: np.asarray(encoder.encode(text), dtype=np.float32).reshape(-1)
+            for qid, text in read_topics(topics).items()}
+
+
+def search_lucene(model: DenseModel, index_dir, topics, output, hits: int = 100, ef_search: int | None = None,
+                  threads: int = 1, force: bool = False, queries: dict | None = None) -> Path:
+    """A TREC run of ``model``'s queries against a Lucene dense index built by ``pyserini_kdspd.index``
+    (Pyserini's ``LuceneFlatDenseSearcher`` / ``LuceneHnswDenseSearcher`` given each query as its vector).
+    Scores are inner products, as in the FAISS run (Lucene's ``(1 + q.d) / 2`` mapped back). ``queries``:
+    vectors from :func:`query_vectors`, to encode once for several indexes. Skipped when the run is newer
+    than the index."""
+    from ..index.lucene import META, index_meta, query_string, searcher, to_inner_product
+
+    output, index_dir = Path(output), Path(index_dir)
+    kind = index_meta(index_dir)["kind"]
+    if kind == "hnsw":
+        ef_search = 100 if ef_search is None else ef_search
+        if ef_search < hits:  # Anserini keeps the top ef_search of the graph search, then cuts to hits
+            raise ValueError(f"ef_search ({ef_search}) must be at least hits ({hits}): an HNSW search returns at "
+                             f"most ef_search documents")
+    if not force and newer(output, index_dir / META) and output.stat().st_size > 0:
+        log.info("reusing %s", output)
+        return output
+    queries = query_vectors(model, topics) if queries is None else queries
+    qids = list(queries)
+    s = searcher(index_dir, ef_search if kind == "hnsw" else None)
+    try:
+        results = s.batch_search([query_string(queries[q]) for q in qids], qids, k=hits, threads=threads)
+    finally:
+        s.close()
+    run = {q: {hit.docid: to_inner_product(hit.score) for hit in results.get(q, [])} for q in qids}
+    write_run(output, run, tag=f"Lucene-{kind}", depth=hits)
+    return output

@@ -6,11 +6,12 @@ gives document vectors. See :mod:`pyserini_kdspd.spd.student`.
 """
 from .decoders import CrossAttentionLayer, SPDDecoder, UTSPDDecoder
 from .languages import LanguageIdentifier, normalize_lang
-from .prompts import DecomposedPrompts
+from .prompts import PROMPT_KINDS, DecomposedPrompts, FullPrompts
 from .student import CONFIG_NAME, DEFAULT_LANGUAGES, KINDS, WEIGHTS_NAME, Student, StudentConfig
 
 __all__ = [
-    "Student", "StudentConfig", "DecomposedPrompts", "SPDDecoder", "UTSPDDecoder", "CrossAttentionLayer",
+    "Student", "StudentConfig", "DecomposedPrompts", "FullPrompts", "PROMPT_KINDS", "SPDDecoder", "UTSPDDecoder",
+    "CrossAttentionLayer",
     "normalize_lang", "LanguageIdentifier",
     "CONFIG_NAME", "WEIGHTS_NAME", "DEFAULT_LANGUAGES", "KINDS",
 ]

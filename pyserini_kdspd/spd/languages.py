@@ -9,6 +9,7 @@ tag it explicitly to get the paper's average prompt for unseen languages).
 """
 from __future__ import annotations
 
+import re
 import threading
 
 # ISO 639-3 / FLORES-200 / Tatoeba codes of the languages this project handles -> ISO 639-1
@@ -23,6 +24,14 @@ _ALIASES = {
     "msa": "ms", "zsm": "ms", "ben": "bn", "urd": "ur", "tam": "ta", "tel": "te", "swa": "sw",
     "swh": "sw", "iw": "he", "in": "id",
 }
+
+
+_LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+def is_language_code(text: str) -> bool:
+    """``de``, ``deu``, ``de-DE``, ``zho_Hans``: the spellings :func:`normalize_lang` takes (not a file name)."""
+    return isinstance(text, str) and bool(_LANGUAGE_CODE.match(text.strip()))
 
 
 def normalize_lang(code: str | None) -> str | None:

@@ -1,10 +1,14 @@
-"""Decomposed language-specific soft prompts (KD-SPD, section 3.2).
+"""Language-specific soft prompts: decomposed (KD-SPD, section 3.2) or one full matrix per language.
 
 prompt_k = P* ⊙ (u_k v_kᵀ): a shared matrix P* (l x d) holds what all languages
 share, and a rank-one per-language factor (u_k in R^l, v_k in R^d) modulates it.
 This costs l + d parameters per language instead of l*d, and gives a principled
 prompt for a language never seen in training: the average of the trained u and of
 the trained v (paper section 5.5), which this module exposes as an extra slot.
+
+:class:`FullPrompts` is the ablation of that decomposition: one free l x d prompt per
+language (l*d parameters each), started where the decomposed prompts start, so that a
+comparison of the two measures the parametrisation alone.
 """
 from __future__ import annotations
 
@@ -68,3 +72,44 @@ class DecomposedPrompts(nn.Module):
         u = u.index_select(0, lang_ids)  # (B, l)
         v = v.index_select(0, lang_ids)  # (B, d)
         return self.shared.unsqueeze(0) * (u.unsqueeze(2) * v.unsqueeze(1))
+
+
+class FullPrompts(nn.Module):
+    """K trained languages, each with its own free (l, d) prompt, + the "average" slot (index K).
+
+    Initialised as :class:`DecomposedPrompts` with the same arguments would be, drawing the same numbers
+    from torch's global RNG (prompt_k = P* ⊙ (u_k v_kᵀ) at step 0): under one seed a full-prompt student
+    starts with the decomposed student's prompts and decoder, and only what training may change differs.
+    The average slot is the mean of the trained prompts, computed on every call (at step 0 it differs from
+    the decomposed average P* ⊙ (ū v̄ᵀ) by the product of the small language noises only).
+    """
+
+    def __init__(self, num_languages: int, prompt_length: int, hidden_size: int, init_std: float = 0.02,
+                 language_noise: float = 0.05):
+        super().__init__()
+        self.num_languages = num_languages
+        self.prompt_length = prompt_length
+        self.hidden_size = hidden_size
+        self.init_std = float(init_std)
+        self.language_noise = float(language_noise)
+        self.table = nn.Parameter(torch.empty(num_languages, prompt_length, hidden_size))  # prompt_1..prompt_K
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        start = DecomposedPrompts(self.num_languages, self.prompt_length, self.hidden_size, self.init_std,
+                                  self.language_noise)  # validates the arguments, draws P*, u, v
+        with torch.no_grad():
+            self.table.copy_(start(torch.arange(self.num_languages)))
+
+    def prompt(self, index: int) -> torch.Tensor:
+        """The (l, d) prompt of one language slot (K = average slot)."""
+        return self.forward(torch.tensor([index], device=self.table.device))[0]
+
+    def forward(self, lang_ids: torch.Tensor) -> torch.Tensor:
+        if lang_ids.dim() != 1:
+            raise ValueError(f"lang_ids must be 1-D (batch,), got shape {tuple(lang_ids.shape)}")
+        table = torch.cat([self.table, self.table.mean(dim=0, keepdim=True)], dim=0)
+        return table.index_select(0, lang_ids)
+
+
+PROMPT_KINDS = {"decomposed": DecomposedPrompts, "full": FullPrompts}  # StudentConfig.prompt_kind -> class

@@ -40,7 +40,7 @@ from ..io import write_json
 from ..runtime import autocast, encode_sorted, resolve
 from .decoders import SPDDecoder, UTSPDDecoder
 from .languages import LanguageIdentifier, normalize_lang
-from .prompts import DecomposedPrompts
+from .prompts import PROMPT_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +69,15 @@ class StudentConfig:
     ``num_heads`` defaults to 8 (48-dim heads for a 384-d encoder, 96 for 768; divides
     384/768/1024) and ``ffn_dim`` to 4 * hidden (the usual Transformer ratio; 1536 for
     e5-small) when left at 0. ``decoder_layers`` None means the paper's default for the
-    kind: 6 layers for spd, 12 steps for utspd.
+    kind: 6 layers for spd, 12 steps for utspd. ``prompt_kind``: ``"decomposed"`` (the paper's
+    P* ⊙ (u_k v_kᵀ)) or ``"full"`` (one free l x d prompt per language, the ablation); folders saved
+    before the field existed load as decomposed.
     """
 
     encoder: str
     student: str = "spd"
     prompt_length: int = 30
+    prompt_kind: str = "decomposed"
     decoder_layers: int | None = None
     num_heads: int = 8
     ffn_dim: int = 0
@@ -98,6 +101,11 @@ class StudentConfig:
             raise ValueError(f"decoder_layers must be >= 1 for student {self.student!r}")
         if self.prompt_length < 1:
             raise ValueError("prompt_length must be >= 1")
+        if self.prompt_kind not in PROMPT_KINDS:
+            raise ValueError(f"StudentConfig.prompt_kind must be one of {tuple(PROMPT_KINDS)}, "
+                             f"got {self.prompt_kind!r}")
+        if self.student == "mean" and self.prompt_kind != "decomposed":
+            raise ValueError(f"prompt_kind={self.prompt_kind!r}: student 'mean' (KD-Encoder) has no prompts")
         if self.max_length < 2:
             raise ValueError("max_length must be >= 2 (room for special tokens)")
         if self.output_dim is not None and self.output_dim < 1:
@@ -198,7 +206,8 @@ class Student(nn.Module):
                 raise ValueError(f"encoder hidden size {d} is not divisible by num_heads={config.num_heads}")
             # prompts start at the scale of the encoder's own token embeddings (DecomposedPrompts)
             embedding_std = float(encoder.get_input_embeddings().weight.detach().float().std())
-            self.prompts = DecomposedPrompts(len(config.languages), config.prompt_length, d, init_std=embedding_std)
+            self.prompts = PROMPT_KINDS[config.prompt_kind](len(config.languages), config.prompt_length, d,
+                                                            init_std=embedding_std)
             if config.student == "spd":
                 self.decoder = SPDDecoder(d, config.decoder_layers, config.num_heads, ffn, config.dropout)
             else:

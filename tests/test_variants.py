@@ -1,0 +1,169 @@
+"""Student variants compared on LAReQA (``python -m pyserini_kdspd.ablations`` / ``.objectives``): every listed
+variant is a valid training command of the driver's KD-SPD, the driver's students are reused and never retrained,
+and one end-to-end run on a LAReQA slice trains, encodes, searches, scores and writes the table and README block."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from pyserini_kdspd import ablations, io, objectives
+from pyserini_kdspd.analysis.variants import Variant, check_driver_folders, compare, train_command
+from pyserini_kdspd.distill.losses import parse_loss
+from pyserini_kdspd.table2 import STUDENTS, Collection, Settings, Stages, train_students
+from pyserini_kdspd.train import build_parser
+
+
+@pytest.mark.parametrize("module", [ablations, objectives], ids=["ablations", "objectives"])
+def test_every_variant_is_a_train_command_of_the_drivers_kdspd(module, tmp_path):
+    s = Settings(root=tmp_path, train_steps=7)
+    slugs = [v.slug for v in module.VARIANTS]
+    assert len(set(slugs)) == len(slugs) and module.VARIANTS[0].driver == "kdspd"  # KD-SPD is the reference row
+    drivers = {folder: kind for _, kind, folder in STUDENTS}
+    for v in module.VARIANTS:
+        args = build_parser().parse_args(train_command(s)[3:] + list(v.train_args) + ["--output", "x"])
+        assert (args.max_steps, args.seed, args.encoder, args.teacher) == (7, 0, s.encoder, s.teacher)
+        assert args.lr is None and args.head_lr is None  # train's swept defaults: LEARNING_RATES
+        if v.driver:  # the row is the driver's student of the same kind
+            assert drivers[v.driver] == args.student and v.folder(tmp_path) == tmp_path / "models" / v.driver
+        else:
+            assert v.folder(tmp_path) == tmp_path / "models" / "variants" / v.slug
+        if args.loss:
+            parse_loss(args.loss)
+    if module is objectives:
+        assert {v.loss() for v in module.VARIANTS[1:]} >= {"score-kd", "mse+score-kd:0.5"}
+    else:
+        assert {"utspd", "spd-l10", "spd-l60", "spd-n2", "spd-full", "kd-encoder"} <= set(slugs)
+
+
+def _fake_driver_folder(folder, log: dict) -> None:
+    """The files by which a folder counts as finished (distill.is_complete), with a chosen log."""
+    (folder / "query_encoder").mkdir(parents=True)
+    io.write_json(folder / "kdspd_config.json", {"encoder": "x"})
+    io.write_json(folder / "training_log.json", log)
+
+
+def test_a_driver_student_of_another_budget_or_unfinished_is_refused(tmp_path):
+    s = Settings(root=tmp_path, train_steps=300)
+    kdspd = ablations.VARIANTS[0]
+    check_driver_folders([kdspd], s)  # absent: trained where the driver will find it
+    _fake_driver_folder(tmp_path / "models" / "kdspd", {"complete": True, "args": {"max_steps": 1200}})
+    with pytest.raises(ValueError, match=r"trained for 1200 steps, this command asks for 300: it is never retrained"):
+        check_driver_folders([kdspd], s)
+    check_driver_folders([kdspd], replace(s, train_steps=1200))
+    io.write_json(tmp_path / "models" / "kdspd" / "training_log.json", {"complete": False, "args": {"max_steps": 1200}})
+    with pytest.raises(ValueError, match="holds an unfinished run"):
+        check_driver_folders([kdspd], replace(s, train_steps=1200))
+    check_driver_folders([Variant("other", "other", driver=None)], s)  # only the driver's rows are guarded
+
+
+def test_cli_refuses_an_unknown_variant_and_a_readme_without_a_table(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        ablations.main(["--variants", "utspd,spd-l11", "--output-root", str(tmp_path)])
+    assert err.value.code == 2 and "unknown spd-l11; choose from kdspd, utspd" in capsys.readouterr().err
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- objectives:start -->\n<!-- objectives:end -->\n", encoding="utf-8")
+    assert objectives.main(["--readme", str(readme), "--output-root", str(tmp_path)]) == 2
+    assert "runs/lareqa/objectives.json: missing; run `python -m pyserini_kdspd.objectives`" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # nothing else written
+
+
+# ---------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, shared_data):
+    """A data folder in the shared layout: 40 real pairs of en-de and en-fr, and FLORES devtest cut to 10 lines of
+    English, German, French and Finnish (the zero-shot language), so that the driver's own command trains fast."""
+    root = tmp_path_factory.mktemp("data")
+    for lang in ("de", "fr"):
+        lines = (shared_data / "bitext" / f"en-{lang}.tsv").read_text(encoding="utf-8").splitlines()
+        (root / "bitext").mkdir(exist_ok=True)
+        (root / "bitext" / f"en-{lang}.tsv").write_text("\n".join(lines[::2000][:40]) + "\n", encoding="utf-8")
+    (root / "flores200" / "devtest").mkdir(parents=True)
+    for code in ("eng_Latn", "deu_Latn", "fra_Latn", "fin_Latn"):
+        lines = (shared_data / "flores200" / "devtest" / f"{code}.devtest").read_text(encoding="utf-8").splitlines()
+        (root / "flores200" / "devtest" / f"{code}.devtest").write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def slice_collection(lareqa_slice, tmp_path_factory):
+    """conftest's LAReQA slice (12 questions, their answers in 11 languages, 150 other sentences) as the driver's
+    Collection, with the per-language folders the bias statistic reads each document's language from."""
+    root, qids = lareqa_slice
+    by_lang = tmp_path_factory.mktemp("by-lang")
+    recs = list(io.read_jsonl(root / "corpus" / "docs.jsonl"))
+    for lang in sorted({r["lang"] for r in recs}):
+        io.write_jsonl(by_lang / lang / "docs.jsonl", (r for r in recs if r["lang"] == lang))
+    col = Collection(name="lareqa", corpus_dir=root / "corpus", topics=root / "topics.en.tsv", qrels=root / "qrels.txt",
+                     by_lang={lang: by_lang / lang for lang in sorted({r["lang"] for r in recs})}, parallel=True)
+    return col, len(recs), qids
+
+
+@pytest.mark.slow
+def test_ablations_reuse_the_drivers_kdspd_and_train_score_and_tabulate_a_full_prompt_variant(
+        small_data, slice_collection, tmp_path, monkeypatch):
+    """The Table 2 driver trains its two students (2 steps, MiniLM as backbone and teacher); the ablations reuse its
+    KD-SPD untouched and train the full-prompt variant with the same command; both are encoded, searched and scored
+    on the slice; a second run reuses everything; another budget is refused; --readme writes the block."""
+    from pyserini_kdspd.evaluate import evaluate
+    from pyserini_kdspd.spd import FullPrompts, Student
+
+    monkeypatch.setenv("PYSERINI_KDSPD_CACHE", str(tmp_path / "cache"))  # the teacher targets: this test's own
+    monkeypatch.setenv("PYSERINI_KDSPD_THREADS", "1")
+    col, n_docs, qids = slice_collection
+    s = Settings(root=tmp_path, data=small_data, encoder="all-MiniLM-L6-v2", teacher="all-MiniLM-L6-v2",
+                 train_steps=2, threads=1)
+    train_students(s, Stages())  # the driver's own training stage
+    driver = tmp_path / "models" / "kdspd" / "model.safetensors"
+    stamp = (io.sha256_file(driver), driver.stat().st_mtime_ns)
+    variants = [v for v in ablations.VARIANTS if v.slug in ("kdspd", "spd-full")]
+
+    out = compare(variants, col, s, "ablations", note="Test note.", command="python -m pyserini_kdspd.ablations")
+    meta = io.read_json(out["json"])
+    kdspd, full = meta["rows"]
+    assert (kdspd["name"], full["name"]) == ("KD-SPD (l=30, N=6, MSE)", "full prompt per language")
+    assert (io.sha256_file(driver), driver.stat().st_mtime_ns) == stamp and not kdspd["trained_now"]
+    assert full["trained_now"] and full["folder"] == "models/variants/spd-full" and full["steps"] == 2
+    assert kdspd["weights_sha256"] == stamp[0] and (kdspd["lr"], kdspd["head_lr"]) == (full["lr"], full["head_lr"])
+
+    student = Student.from_pretrained(tmp_path / full["folder"])  # the full-prompt option trained and loads
+    assert student.config.prompt_kind == "full" and isinstance(student.prompts, FullPrompts)
+    assert student.prompts.table.shape == (3, 30, 384)  # en, de, fr: one l x d prompt each
+    assert io.read_json(tmp_path / full["folder"] / "training_log.json")["settings"]["prompt_kind"] == "full"
+    assert "prompt_kind" not in io.read_json(tmp_path / kdspd["folder"] / "training_log.json")["settings"]
+
+    for row in (kdspd, full):
+        run = tmp_path / row["run"]["file"]
+        assert set(io.read_run(run)) == set(qids)
+        assert row["lareqa"] == pytest.approx(evaluate(run, col.qrels, metrics=tuple(row["lareqa"])).mean)
+        assert row["encode"]["documents"] == n_docs and row["encode"]["sentences_per_second"] > 0
+        assert row["dev"]["p1_en_xx"] == io.read_json(tmp_path / row["folder"] / "training_log.json")[
+            "dev"][-1]["results"]["mean_seen"]["p1_en_xx"]
+        assert row["bias"]["measured"] > 0 and 0 < row["bias"]["rank_distance_mean"] < n_docs
+    assert kdspd["p_vs_reference"] is None and set(full["p_vs_reference"]) == set(kdspd["lareqa"])
+    table = out["md"].read_text(encoding="utf-8")
+    assert table.count("\n| ") == 2 and "| full prompt per language | `--student spd --prompt-kind full` |" in table
+    assert f"| {kdspd['lareqa']['map']:.3f}" in table and "Test note." in table and "2 training steps" in table
+
+    weights = {f: f.stat().st_mtime_ns for f in (tmp_path / "models" / d / "model.safetensors"
+                                                 for d in ("kdspd", "kd-encoder", "variants/spd-full"))}
+    indexes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("indexes/**/index")}
+    again = io.read_json(compare(variants, col, s, "ablations", note="Test note.", command="x")["json"])
+    assert not any(r["trained_now"] for r in again["rows"])  # nothing retrained, re-encoded or timed anew
+    assert {p: p.stat().st_mtime_ns for p in weights} == weights and len(weights) == 3
+    assert {p: p.stat().st_mtime_ns for p in indexes} == indexes and len(indexes) == 2
+    assert [r["encode"] for r in again["rows"]] == [r["encode"] for r in meta["rows"]]
+    assert [r["lareqa"] for r in again["rows"]] == [r["lareqa"] for r in meta["rows"]]
+
+    with pytest.raises(ValueError, match="trained for 2 steps, this command asks for 3"):
+        compare(variants, col, replace(s, train_steps=3), "ablations")
+    assert {p: p.stat().st_mtime_ns for p in weights} == weights
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- ablations:start -->\nold\n<!-- ablations:end -->\ntail\n", encoding="utf-8")
+    assert ablations.main(["--readme", str(readme), "--output-root", str(tmp_path)]) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert "old" not in text and text.startswith("# x\n<!-- ablations:start -->\n<!-- written by `python -m "
+                                                 "pyserini_kdspd.ablations --readme`")
+    assert "`x` finished" in text and "| full prompt per language |" in text
+    assert text.endswith("<!-- ablations:end -->\ntail\n")
