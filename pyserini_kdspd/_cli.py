@@ -68,6 +68,20 @@ def run_cli(work: Callable[[], int | None]) -> int:
         return 2
 
 
+def rewrite_readme_block(readme: Path, key: str, block: Callable[[], str], what: str) -> int:
+    """``--readme`` of a command that writes a README block: replace the lines between ``<!-- key:start -->``
+    and ``<!-- key:end -->`` with ``block()`` (built only once the README is known to exist); exit status as
+    :func:`run_cli`."""
+    def work() -> None:
+        from .io import replace_marked_block
+
+        if not Path(readme).is_file():
+            raise FileNotFoundError(f"--readme {readme}: no such file")
+        replace_marked_block(readme, key, block())
+        print(f"{readme}: rewrote the {what}")
+    return run_cli(work)
+
+
 def run_jobs(jobs: list[tuple[str, list[str], Path]], width: int = 2, tag: str = "train") -> None:
     """Run ``(label, command, log file)`` jobs ``width`` at a time, each appending to its log; print each
     job's last progress line once a minute. Raises RuntimeError naming the log of the first failure.

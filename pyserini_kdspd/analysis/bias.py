@@ -377,7 +377,7 @@ def readme_block(root: Path, collection: str, readme: Path) -> str:
 
 
 def main(argv=None) -> int:
-    from .._cli import configure_logging, run_cli
+    from .._cli import configure_logging, rewrite_readme_block, run_cli
     from ..paths import data_dir
     from ..table2 import STUDENTS, Settings, lareqa
 
@@ -406,13 +406,9 @@ def main(argv=None) -> int:
                         f"{FIGURE_DIR.as_posix()}/ beside it")
     a = p.parse_args(argv)
     if a.readme is not None:
-        def readme() -> int:
-            if not a.readme.is_file():
-                raise FileNotFoundError(f"--readme {a.readme}: no such file")
-            io.replace_marked_block(a.readme, f"bias:{a.collection}", readme_block(a.root, a.collection, a.readme))
-            print(f"{a.readme}: rewrote the language-bias block of {a.collection}")
-            return 0
-        return run_cli(readme)
+        return rewrite_readme_block(a.readme, f"bias:{a.collection}",
+                                    lambda: readme_block(a.root, a.collection, a.readme),
+                                    f"language-bias block of {a.collection}")
     try:
         data = data_dir(a.data_dir)
     except FileNotFoundError as e:

@@ -232,7 +232,7 @@ def readme_block(root: Path, collection: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .._cli import configure_logging, run_cli
+    from .._cli import configure_logging, rewrite_readme_block, run_cli
     from ..paths import data_dir
     from ..table2 import Settings, lareqa
 
@@ -253,13 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "from runs/lareqa/langid.*")
     a = p.parse_args(argv)
     if a.readme is not None:
-        def readme() -> int:
-            if not a.readme.is_file():
-                raise FileNotFoundError(f"--readme {a.readme}: no such file")
-            io.replace_marked_block(a.readme, "langid", readme_block(a.root, "lareqa"))
-            print(f"{a.readme}: rewrote the language-identification block")
-            return 0
-        return run_cli(readme)
+        return rewrite_readme_block(a.readme, "langid", lambda: readme_block(a.root, "lareqa"),
+                                    "language-identification block")
     try:
         data = data_dir(a.data_dir)
     except FileNotFoundError as e:

@@ -287,7 +287,8 @@ def readme_block(root: Path, collection: str, table: str, prog: str) -> str:
 def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[Variant], description: str,
          note: str) -> int:
     """``prog`` (``python -m pyserini_kdspd.<table>``) over ``variants``: parse, train, compare, print."""
-    from .._cli import POSITIVE_INT, add_driver_flags, configure_logging, run_cli, train_passthrough
+    from .._cli import (POSITIVE_INT, add_driver_flags, configure_logging, rewrite_readme_block, run_cli,
+                        train_passthrough)
     from ..paths import data_dir
     from ..table2 import TRAIN_STEPS, Settings, lareqa
 
@@ -320,10 +321,8 @@ def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[V
     argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     if a.readme is not None:
-        def readme() -> None:
-            io.replace_marked_block(a.readme, table, readme_block(a.output_root, "lareqa", table, prog))
-            print(f"{a.readme}: rewrote the {table} block")
-        return run_cli(readme)
+        return rewrite_readme_block(a.readme, table, lambda: readme_block(a.output_root, "lareqa", table, prog),
+                                    f"{table} block")
     try:
         data = data_dir(a.data_dir)
     except FileNotFoundError as e:
