@@ -53,6 +53,17 @@ def add_driver_flags(p: argparse.ArgumentParser, block: str, source: str) -> Non
                    help="after --: more flags for every `python -m pyserini_kdspd.train` (e.g. -- --bitext DIR)")
 
 
+def resolve_data_dir(p: argparse.ArgumentParser, given: Path | None) -> Path | None:
+    """``--data-dir`` (else ``$PYSERINI_KDSPD_DATA``, else ``../shared/data``) resolved once, before any work: a
+    folder named but absent is a usage error of ``p`` (exit 2), never a silent fall-back to another folder."""
+    from .paths import data_dir
+
+    try:
+        return data_dir(given)
+    except FileNotFoundError as e:
+        p.error(str(e))
+
+
 def train_passthrough(args: argparse.Namespace) -> list[str]:
     return [a for a in args.train_args if a != "--"]
 

@@ -213,18 +213,30 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, exact: bool =
             yield group[start:start + batch_size]
 
 
+# ``exact`` batches hold this many rows, always: with AMX (Intel Xeon), oneDNN picks its bf16 kernel by the
+# number of rows, so one text's vector moved by up to 3e-4 between a batch of 1 and a batch of 4 of the same
+# length; with the shape fixed a row depends on nothing but its own text. Small enough that a training step's
+# few texts per length cost little, large enough that a budget's precomputed targets run in real GEMMs.
+EXACT_ROWS = 8
+
+
 def encode_sorted(lengths: Sequence[int], encode_batch: Callable[[np.ndarray], np.ndarray], batch_size: int,
                   dim: int, progress: str | None = None, exact: bool = False) -> np.ndarray:
-    """(n, dim) float32 rows in input order, computed by ``encode_batch(indices)`` on length-sorted batches
-    (``exact``: one length per batch, see :func:`length_sorted_batches`).
+    """(n, dim) float32 rows in input order, computed by ``encode_batch(indices)`` on length-sorted batches.
 
-    ``progress``: a description for a tqdm bar over the batches (None: no bar).
+    ``exact``: one length per batch (see :func:`length_sorted_batches`) and always :data:`EXACT_ROWS` rows
+    (a short batch is filled with repeats of its last index, whose rows are dropped), so that a vector is
+    the same whatever other texts, and how many, were encoded with it. ``progress``: a description for
+    a tqdm bar over the batches (None: no bar).
     """
     out = np.zeros((len(lengths), dim), dtype=np.float32)
-    batches = list(length_sorted_batches(lengths, batch_size, exact))
+    batches = list(length_sorted_batches(lengths, EXACT_ROWS if exact else batch_size, exact))
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, desc=progress, unit="batch")
     for idx in batches:
-        out[idx] = encode_batch(idx)
+        if exact and len(idx) < EXACT_ROWS:
+            out[idx] = encode_batch(np.concatenate([idx, np.repeat(idx[-1:], EXACT_ROWS - len(idx))]))[:len(idx)]
+        else:
+            out[idx] = encode_batch(idx)
     return out

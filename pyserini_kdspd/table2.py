@@ -30,8 +30,7 @@ from pathlib import Path
 
 from . import io
 from .io import newer
-from .paths import data_dir
-from ._cli import POSITIVE_INT, run_jobs
+from ._cli import POSITIVE_INT, resolve_data_dir, run_jobs
 
 log = logging.getLogger("pyserini_kdspd.table2")
 
@@ -595,10 +594,7 @@ def main(argv=None) -> int:
             done = rewrite_readme(a.readme, a.output_root, a.collections)
             print(f"{a.readme}: rewrote the Table 2 block of {', '.join(done)}")
         return run_cli(readme)
-    try:
-        data = data_dir(a.data_dir)
-    except FileNotFoundError as e:
-        p.error(str(e))
+    data = resolve_data_dir(p, a.data_dir)
     configure_logging()
     s = Settings(mode=a.mode, root=a.output_root, data=data, hits=a.hits, seed=a.seed,
                  threads=a.threads, force=a.force, latex=a.latex, bitext=a.bitext, nmt=a.nmt,

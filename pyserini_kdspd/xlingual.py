@@ -154,8 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=POSITIVE_INT, default=d.threads)
     p.add_argument("--force", action="store_true", help="encode and search again instead of reusing")
     a = p.parse_args(argv)
-    from ._cli import configure_logging, run_cli
-    from .paths import data_dir
+    from ._cli import configure_logging, resolve_data_dir, run_cli
 
     students = []
     for item in a.students:
@@ -163,10 +162,7 @@ def main(argv=None) -> int:
         if not sep or not label or not folder:
             p.error(f"--students {item!r}: expected LABEL=FOLDER")
         students.append((label, Path(folder) if Path(folder).is_absolute() else a.output_root / folder))
-    try:
-        data = data_dir(a.data_dir)
-    except FileNotFoundError as e:
-        p.error(str(e))
+    data = resolve_data_dir(p, a.data_dir)
     configure_logging()
     command = shlex.join(["python", "-m", "pyserini_kdspd.xlingual", *(sys.argv[1:] if argv is None else argv)])
 

@@ -377,8 +377,7 @@ def readme_block(root: Path, collection: str, readme: Path) -> str:
 
 
 def main(argv=None) -> int:
-    from .._cli import configure_logging, rewrite_readme_block, run_cli
-    from ..paths import data_dir
+    from .._cli import configure_logging, resolve_data_dir, rewrite_readme_block, run_cli
     from ..table2 import STUDENTS, Settings, lareqa
 
     d = Settings()
@@ -409,10 +408,7 @@ def main(argv=None) -> int:
         return rewrite_readme_block(a.readme, f"bias:{a.collection}",
                                     lambda: readme_block(a.root, a.collection, a.readme),
                                     f"language-bias block of {a.collection}")
-    try:
-        data = data_dir(a.data_dir)
-    except FileNotFoundError as e:
-        p.error(str(e))
+    data = resolve_data_dir(p, a.data_dir)
     configure_logging()
     s = Settings(root=a.root, data=data, mdpr=a.mdpr, teacher=a.teacher, hits=a.hits, seed=a.seed,
                  threads=a.threads, force=a.force)

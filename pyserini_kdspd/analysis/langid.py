@@ -232,8 +232,7 @@ def readme_block(root: Path, collection: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .._cli import configure_logging, rewrite_readme_block, run_cli
-    from ..paths import data_dir
+    from .._cli import configure_logging, resolve_data_dir, rewrite_readme_block, run_cli
     from ..table2 import Settings, lareqa
 
     d = Settings()
@@ -255,10 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.readme is not None:
         return rewrite_readme_block(a.readme, "langid", lambda: readme_block(a.root, "lareqa"),
                                     "language-identification block")
-    try:
-        data = data_dir(a.data_dir)
-    except FileNotFoundError as e:
-        p.error(str(e))
+    data = resolve_data_dir(p, a.data_dir)
     model = a.model if a.model is not None else a.root / "models" / "kdspd"
     configure_logging()
     s = Settings(root=a.root, data=data, hits=a.hits, threads=a.threads, force=a.force)

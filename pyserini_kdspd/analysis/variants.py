@@ -287,9 +287,8 @@ def readme_block(root: Path, collection: str, table: str, prog: str) -> str:
 def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[Variant], description: str,
          note: str) -> int:
     """``prog`` (``python -m pyserini_kdspd.<table>``) over ``variants``: parse, train, compare, print."""
-    from .._cli import (POSITIVE_INT, add_driver_flags, configure_logging, rewrite_readme_block, run_cli,
-                        train_passthrough)
-    from ..paths import data_dir
+    from .._cli import (POSITIVE_INT, add_driver_flags, configure_logging, resolve_data_dir, rewrite_readme_block,
+                        run_cli, train_passthrough)
     from ..table2 import TRAIN_STEPS, Settings, lareqa
 
     d = Settings()
@@ -323,10 +322,7 @@ def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[V
     if a.readme is not None:
         return rewrite_readme_block(a.readme, table, lambda: readme_block(a.output_root, "lareqa", table, prog),
                                     f"{table} block")
-    try:
-        data = data_dir(a.data_dir)
-    except FileNotFoundError as e:
-        p.error(str(e))
+    data = resolve_data_dir(p, a.data_dir)
     configure_logging()
     s = Settings(root=a.output_root, data=data, encoder=a.encoder, teacher=a.teacher, seed=a.seed,
                  threads=a.threads, train_steps=a.train_steps)

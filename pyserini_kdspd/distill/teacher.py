@@ -25,7 +25,7 @@ import torch
 
 from ..models import DEFAULT_TEACHER, model_settings, resolve_model
 from ..paths import cache_dir as default_cache_dir
-from ..runtime import autocast, encode_sorted, resolve, resolve_precision
+from ..runtime import EXACT_ROWS, autocast, encode_sorted, resolve, resolve_precision
 
 # Fixed English probe sentences: decide bf16-vs-fp32 the same way whatever data arrives first.
 _PROBE = [
@@ -135,11 +135,13 @@ class Teacher:
 
     def encode_documents(self, texts: Sequence[str], batch_size: int | None = None,
                          progress: bool = False, exact: bool = True) -> np.ndarray:
-        """(N, dim) float32 teacher vectors, in batches of texts with the same number of tokens.
+        """(N, dim) float32 teacher vectors, in batches of :data:`~pyserini_kdspd.runtime.EXACT_ROWS` texts with
+        the same number of tokens.
 
-        Without padding a text's vector does not depend on its batch (bf16 moves by up to ~1e-3
-        with the padded width), so a target is the same whether it was precomputed for a whole
-        budget or computed during a step, and runs are reproducible whatever the cache held.
+        Without padding, and with one batch shape, a text's vector does not depend on its batch (bf16 moves by
+        up to ~1e-3 with the padded width, and on AMX by up to 3e-4 with the number of rows), so a target is
+        the same whether it was precomputed for a whole budget or computed during a step, and runs are
+        reproducible whatever the cache held.
         ``exact=False`` fills batches across lengths (length-sorted, as the students encode): the
         faster choice when a few hundred texts of many lengths arrive at a time (Ray workers).
         """
@@ -173,7 +175,7 @@ class Teacher:
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(json.dumps({"kind": self.kind, "settings": self.settings, "max_length": self.max_length,
-                                 "precision": self.precision, "batches": "one length each"}, sort_keys=True).encode())
+                                 "precision": self.precision, "batches": f"{EXACT_ROWS} rows of one length each"}, sort_keys=True).encode())
             folder = Path(self.path)
             if folder.is_dir():
                 for f in sorted(folder.rglob("*")):

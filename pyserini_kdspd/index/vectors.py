@@ -223,7 +223,9 @@ def with_langs(vectors: Vectors, corpus) -> Vectors:
 
 
 # ------------------------------------------------------------------ writers
-def _arrow_table(vectors: Vectors, rows: slice):
+def arrow_table(vectors: Vectors, rows: slice = slice(None)):
+    """Rows ``rows`` of ``vectors`` as the project's vector Parquet schema (:data:`COLUMNS`: ``docid`` string,
+    ``vector`` list<float32>, ``lang`` string): the one table every vector writer (this module, the Ray actors) emits."""
     import pyarrow as pa
 
     block = vectors.vectors[rows]
@@ -264,11 +266,11 @@ def write_parquet(vectors: Vectors, out, rows_per_part: int = ROWS_PER_PART, ove
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} exists (pass overwrite=True / --overwrite)")
         with atomic_write(out, "wb") as f:
-            pq.write_table(_arrow_table(vectors, slice(None)), f)
+            pq.write_table(arrow_table(vectors), f)
         return out
     tmp = _fresh_folder(out, overwrite)
     for i, start in enumerate(range(0, len(vectors), rows_per_part)):
-        pq.write_table(_arrow_table(vectors, slice(start, start + rows_per_part)), tmp / f"part-{i:05d}.parquet")
+        pq.write_table(arrow_table(vectors, slice(start, start + rows_per_part)), tmp / f"part-{i:05d}.parquet")
     return _publish(tmp, out)
 
 

@@ -9,9 +9,9 @@ same vectors for the same texts.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
+from .languages import is_language_code
 from .student import CONFIG_NAME
 
 DEFAULT_MODEL_DIR = Path("models") / "kdspd"
@@ -45,9 +45,6 @@ def resolve_kdspd_model(name: str | os.PathLike) -> Path:
         f"(for example auto) for another model")
 
 
-_LANG_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
-
-
 def document_fields(texts, langs=None) -> tuple[list[str], list[str | None] | None]:
     """The ``texts`` and ``langs`` Pyserini hands over, checked before anything is encoded.
 
@@ -61,7 +58,7 @@ def document_fields(texts, langs=None) -> tuple[list[str], list[str | None] | No
         return texts, None
     langs = [None if not lang or not str(lang).strip() else str(lang).strip() for lang in langs]
     for text, lang in zip(texts, langs):
-        if lang is not None and not _LANG_CODE.match(lang):
+        if lang is not None and not is_language_code(lang):
             raise ValueError(
                 f"lang field {lang[:60]!r} (document text {text[:60]!r}) is not a language code. Pyserini "
                 f"splits the `contents` of a document without `text`/`lang` fields at each newline, so its "
