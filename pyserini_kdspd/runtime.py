@@ -218,6 +218,8 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, exact: bool =
 # length; with the shape fixed a row depends on nothing but its own text. Small enough that a training step's
 # few texts per length cost little, large enough that a budget's precomputed targets run in real GEMMs.
 EXACT_ROWS = 8
+#: How exact batches are formed; part of every cache key and training setting that depends on it.
+EXACT_BATCHES = f"{EXACT_ROWS} rows of one length each"
 
 
 def encode_sorted(lengths: Sequence[int], encode_batch: Callable[[np.ndarray], np.ndarray], batch_size: int,

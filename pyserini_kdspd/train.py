@@ -307,6 +307,7 @@ def run_settings(args: argparse.Namespace, bitexts: dict, precision: str) -> dic
     """Everything that changes the weights (recorded in the training log, compared by a rerun)."""
     from .distill.bitext import texts_key
     from .distill.losses import loss_files
+    from .runtime import EXACT_BATCHES
 
     settings = {name: getattr(args, name) for name in WEIGHT_FLAGS}
     if args.prompt_kind != "decomposed":  # recorded only off its default: runs logged before the flag still match
@@ -314,7 +315,8 @@ def run_settings(args: argparse.Namespace, bitexts: dict, precision: str) -> dic
     loss = args.loss or DEFAULTS[args.student]
     if files := loss_files(loss):  # the content of a file an objective reads (QA pairs) changes the weights
         settings["loss_files"] = files
-    settings.update(loss=loss, precision=precision, languages=sorted(bitexts),
+    # the teacher's batching changes its targets in the last bits on some CPUs (runtime.EXACT_ROWS), so the weights too
+    settings.update(loss=loss, precision=precision, languages=sorted(bitexts), teacher_batches=EXACT_BATCHES,
                     bitext={lang: "-".join([texts_key(b.english), texts_key(b.other),
                                             hashlib.sha256(b.rows.tobytes()).hexdigest()[:20]])
                             for lang, b in bitexts.items()})

@@ -124,6 +124,12 @@ def test_rerun_reuses_only_a_run_with_the_same_settings(trained, bitext_dir, tmp
     # --resume with a budget the run already reached reuses it; nothing above touched the folder
     assert main(argv + ["--resume", "--max-steps", "1"]) == 0 and "reusing it" in capsys.readouterr().out
     assert is_complete(out) and log.stat().st_mtime_ns == before
+    # a run whose teacher targets were batched another way (before runtime.EXACT_ROWS) is not this run
+    recorded = json.loads(log.read_text(encoding="utf-8"))
+    del recorded["settings"]["teacher_batches"]
+    log.write_text(json.dumps(recorded), encoding="utf-8")
+    status, err = refused()
+    assert status == 2 and "--teacher-batches: (not set) -> 8 rows of one length each" in err, err
 
 
 def test_a_minutes_run_is_never_taken_for_a_steps_budget(bitext_dir, tmp_path, capsys):

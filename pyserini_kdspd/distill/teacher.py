@@ -25,7 +25,7 @@ import torch
 
 from ..models import DEFAULT_TEACHER, model_settings, resolve_model
 from ..paths import cache_dir as default_cache_dir
-from ..runtime import EXACT_ROWS, autocast, encode_sorted, resolve, resolve_precision
+from ..runtime import EXACT_BATCHES, EXACT_ROWS, autocast, encode_sorted, resolve, resolve_precision
 
 # Fixed English probe sentences: decide bf16-vs-fp32 the same way whatever data arrives first.
 _PROBE = [
@@ -175,7 +175,8 @@ class Teacher:
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(json.dumps({"kind": self.kind, "settings": self.settings, "max_length": self.max_length,
-                                 "precision": self.precision, "batches": f"{EXACT_ROWS} rows of one length each"}, sort_keys=True).encode())
+                                 "precision": self.precision, "batches": EXACT_BATCHES},
+                                sort_keys=True).encode())
             folder = Path(self.path)
             if folder.is_dir():
                 for f in sorted(folder.rglob("*")):
