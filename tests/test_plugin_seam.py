@@ -3,7 +3,7 @@
 Two fresh interpreters of this environment import the same Pyserini modules: one
 with the start-up hook (as every user of the environment gets it), one with the
 hook's finder removed before Pyserini loads. Their Pyserini objects must be the
-same code, and the hooked encoder maps must differ only by a leading ``kdspd``.
+same code, and the hooked encoder maps must differ only by a leading ``kdspd`` and a trailing ``muse``.
 """
 import json
 import subprocess
@@ -77,9 +77,10 @@ def test_pyserini_objects_are_pyserinis_own(probes):
         if ident and ident[0].startswith("pyserini."):
             assert not any("pyserini_kdspd" in v[0] for v in ident[2].values() if isinstance(v, list)), ident
 
-def test_maps_gain_only_a_leading_kdspd(probes):
+def test_maps_gain_only_a_leading_kdspd_and_a_trailing_muse(probes):
     hooked, bare = probes
     for key in ("doc_map", "query_map"):
-        first, *rest = hooked[key]
+        first, *rest, last = hooked[key]
         assert first[0] == "kdspd" and first[1][0] == "pyserini_kdspd.encoders"
+        assert last[0] == "muse" and last[1][0] == "pyserini_kdspd.encoders"
         assert rest == bare[key]

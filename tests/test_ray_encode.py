@@ -131,12 +131,14 @@ def ray_head(python):
     with open(token, "w") as f:
         f.write(os.urandom(32).hex())
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token}
+    # workers at the tests' priority (Ray's default niceness 15 starves them beside another test worker)
+    nice = {"RAY_worker_niceness": "0"}
     log = open(os.path.join(temp, "ray_start.log"), "w")
     head = subprocess.Popen([os.path.join(os.path.dirname(python), "ray"), "start", "--head", "--block",
                              "--num-cpus", "3", "--port", str(port), "--node-ip-address", "127.0.0.1",
                              "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **auth, "TOKENIZERS_PARALLELISM": "false"})
+                            env={**os.environ, **auth, **nice, "TOKENIZERS_PARALLELISM": "false"})
     try:
         deadline = time.monotonic() + 600
         while not os.path.exists(os.path.join(temp, "ray_current_cluster")):  # written once the head is up
@@ -191,7 +193,7 @@ class DiesOnce(EncodeBatches):
             except FileExistsError:
                 pass
             else:
-                os.write(fd, str(os.getpid()).encode())
+                os.write(fd, f"{os.getpid()} {os.nice(0)}".encode())  # its pid and niceness
                 os.close(fd)
                 os._exit(1)
         return super().__call__(batch)
@@ -216,7 +218,8 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(lareqa_slice, stud
     out = in_fresh_python(python, KILL_RUN, os.path.dirname(__file__), tmp_path / "died", root / "corpus", student_dir,
                           tmp_path / "vectors")
     summary = json.loads(out.strip().splitlines()[-1])
-    dead = int((tmp_path / "died").read_text())
+    dead, niceness = map(int, (tmp_path / "died").read_text().split())
+    assert niceness == os.nice(0)  # the actors ran at the caller's priority, not Ray's default 15
     with pytest.raises(ProcessLookupError):  # it really died: batches 3.. of its run went to a restarted actor
         os.kill(dead, 0)
     assert summary["documents"] == len(recs) and len(recs) / ACTORS["batch_size"] > 2 * 3  # mid-run: > 3 batches each

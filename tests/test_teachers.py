@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from pyserini_kdspd import io
+from pyserini_kdspd.ceiling import NAME as CEILING
 from pyserini_kdspd.ceiling import main as ceiling_main
 from pyserini_kdspd.ceiling import restrict_qrels, teacher_ceiling
 from pyserini_kdspd.distill import Teacher
 from pyserini_kdspd.evaluate import evaluate
 from pyserini_kdspd.models import encode_folder, resolve_model
+from test_langid import mini_data  # noqa: F401  (fixtures: three XQuAD-R paragraphs; bitext and FLORES cuts)
 from test_train_cli import tiny
+from test_variants import small_data  # noqa: F401
 
 TEXTS = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
 QUERY = "how much protein should a female eat per day"
@@ -93,11 +96,23 @@ def test_ceiling_cli_refuses_bad_flags_before_any_work(capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.fixture
+def table5_data(mini_data, small_data, tmp_path):  # noqa: F811
+    """A data folder in the shared layout: XQuAD-R cut to three paragraphs in every language (199 sentences, 15
+    questions), 40 pairs of en-de and en-fr, FLORES cut to 10 lines."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lareqa").symlink_to(mini_data / "lareqa")
+    for part in ("bitext", "flores200"):
+        (data / part).symlink_to(small_data / part)
+    return data
+
+
 @pytest.mark.slow
-def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(python, bitext_dir, shared_data, tmp_path):
+def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(python, table5_data, tmp_path):
     """``python -m pyserini_kdspd.teachers`` end to end with one packaged teacher and tiny students."""
     cmd = [python, "-m", "pyserini_kdspd.teachers", "--teacher", "all-MiniLM-L6-v2", "--train-steps", "2",
-           "--encoder", "all-MiniLM-L6-v2", "--output-root", str(tmp_path), "--", "--bitext", str(bitext_dir),
+           "--encoder", "all-MiniLM-L6-v2", "--data-dir", str(table5_data), "--output-root", str(tmp_path), "--",
            "--decoder-layers", "1", "--prompt-length", "4", "--max-length", "32", "--dev-sentences", "10",
            "--cache-dir", str(tmp_path / "cache")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
@@ -105,17 +120,29 @@ def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(pytho
     meta = io.read_json(tmp_path / "runs" / "teachers" / "table5.json")
     assert meta["chosen"] == "all-MiniLM-L6-v2" and meta["train_steps"] == 2
     (row,) = meta["rows"]
+    qrels = tmp_path / "qrels" / "lareqa.txt"
+    assert len(io.read_qrels(qrels)) == 15
     for label in ("KD-Encoder", "KD-SPD"):
         log = io.read_json(tmp_path / "models" / "teachers" / "all-MiniLM-L6-v2" / log_folder(label) /
                            "training_log.json")
         assert log["steps"] == 2 and log["settings"]["teacher"] == "all-MiniLM-L6-v2"
+        assert log["settings"]["languages"] == ["de", "fr"]
         assert row["students"][label]["dev"]["p1_en_xx"] == log["dev"][-1]["results"]["mean_seen"]["p1_en_xx"]
         run = tmp_path / "runs" / "teachers" / f"all-MiniLM-L6-v2.{log_folder(label)}.txt"
+        assert len({d for docs in io.read_run(run).values() for d in docs}) > 100  # every language was searched
         assert row["students"][label]["lareqa"]["map"] == pytest.approx(
-            evaluate(run, tmp_path / "qrels" / "lareqa.txt", metrics=("map",)).mean["map"])
-    assert row["ceiling"] == pytest.approx(0.794, abs=0.002)  # the teacher alone, English only (README)
+            evaluate(run, qrels, metrics=("map",)).mean["map"])
+    # the teacher alone on the English sentences, scored on their English answers only
+    english = tmp_path / "collections" / "lareqa" / "by-lang" / "en"
+    docids = [r["id"] for r in io.read_jsonl(next(english.glob("*.jsonl")))]
+    only_en = tmp_path / "qrels.en.txt"
+    io.write_qrels(only_en, restrict_qrels(io.read_qrels(qrels), docids))
+    assert row["ceiling"] == pytest.approx(evaluate(tmp_path / "runs" / CEILING / "all-MiniLM-L6-v2.txt", only_en,
+                                                    metrics=("recip_rank",)).mean["recip_rank"])
+    assert row["ceiling"] > 0.5  # MiniLM answers English questions well (0.64 here; chance on ~18 sentences: 0.19)
     table = (tmp_path / "runs" / "teachers" / "table5.md").read_text()
-    assert "| **all-MiniLM-L6-v2** | 0.79" in table and table.count("| KD-SPD |") == 1
+    assert f"| **all-MiniLM-L6-v2** | {row['ceiling']:.3f}" in table and table.count("| KD-SPD |") == 1
+    assert "all 199 sentences" in table  # the slice's size, not the full collection's
 
 
 def log_folder(label: str) -> str:

