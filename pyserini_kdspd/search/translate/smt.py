@@ -271,9 +271,10 @@ def load_or_train(target_lang: str, source_lang: str = "en", model_dir="models/s
     path = model_path(model_dir, target_lang, source_lang)
     if path.is_file():
         return TranslationTable.load(path)
-    table = train_file(target_lang, source_lang, bitext_dir, max_pairs, aligner=aligner)
-    table.save(path)
-    return table
+    train_file(target_lang, source_lang, bitext_dir, max_pairs, aligner=aligner).save(path)
+    # the table as saved (6 significant digits), not the one in memory: the run made right after training
+    # must be the run every later load of the file gives (byte for byte, as the 2CR matrix checks)
+    return TranslationTable.load(path)
 
 
 def train_file(target_lang: str, source_lang: str = "en", bitext_dir=None, max_pairs: int | None = None,
