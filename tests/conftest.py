@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 # scripts/test.sh runs the suite on two pytest-xdist workers, whole files apiece (--dist loadfile): each worker and
@@ -11,6 +12,27 @@ import pytest  # noqa: E402
 # Pyserini 1.6.0 needs these before import; the package's start-up hook sets them, tests rely on it too.
 import pyserini_kdspd  # noqa: F401,E402
 from pyserini_kdspd.paths import data_dir  # noqa: E402
+
+
+SESSION_PREFIX = "session-"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_module_disk(request, tmp_path_factory):
+    """Delete the folders a test file made once all of its tests passed (a failing file keeps them to look at).
+
+    Students, indexes and driver roots run to hundreds of MB each and the disk is shared with other work, so the
+    suite holds one file's folders at a time (tmp_path of a passing test goes at once: setup.cfg's retention
+    policy). Session fixtures name their folders with SESSION_PREFIX and stay to the end."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return
+    for path in set(base.iterdir()) - before:
+        if path.is_dir() and not path.is_symlink() and not path.name.startswith(SESSION_PREFIX):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +52,7 @@ def python():
 @pytest.fixture(scope="session")
 def bitext_dir(tmp_path_factory, shared_data):
     """Two small real bitext files (40 pairs each, every 2000th line: several sources)."""
-    folder = tmp_path_factory.mktemp("bitext")
+    folder = tmp_path_factory.mktemp(SESSION_PREFIX + "bitext")
     for lang in ("de", "fr"):
         lines = (shared_data / "bitext" / f"en-{lang}.tsv").read_text(encoding="utf-8").splitlines()
         (folder / f"en-{lang}.tsv").write_text("\n".join(lines[::2000][:40]) + "\n", encoding="utf-8")
@@ -43,7 +65,7 @@ def tiny_student(tmp_path_factory, bitext_dir, python):
     one decoder layer, l = 4): cheap, and complete in every file a stock Pyserini CLI reads."""
     import subprocess
 
-    root = tmp_path_factory.mktemp("student")
+    root = tmp_path_factory.mktemp(SESSION_PREFIX + "student")
     out = root / "kdspd-ance"  # Pyserini's substring match alone would hand "ance" to ANCE
     proc = subprocess.run([python, "-m", "pyserini_kdspd.train", "--student", "spd", "--encoder", "all-MiniLM-L6-v2",
                            "--teacher", "all-MiniLM-L6-v2", "--bitext", str(bitext_dir), "--output", str(out),
@@ -61,14 +83,14 @@ def lareqa_slice(tmp_path_factory, shared_data):
     from pyserini_kdspd import io
     from pyserini_kdspd.data.lareqa import prepare_lareqa
 
-    full = prepare_lareqa(shared_data, tmp_path_factory.mktemp("lareqa-full"))
+    full = prepare_lareqa(shared_data, tmp_path_factory.mktemp(SESSION_PREFIX + "lareqa-full"))
     qrels = io.read_qrels(full.qrels)
     qids = sorted(qrels)[:12]
     keep = {d for q in qids for d in qrels[q]}
     docs = list(io.read_jsonl(full.corpus / "corpus.jsonl"))
     others = [r for r in docs if r["id"] not in keep][::80][:150]
     recs = [r for r in docs if r["id"] in keep] + others
-    root = tmp_path_factory.mktemp("lareqa-slice")
+    root = tmp_path_factory.mktemp(SESSION_PREFIX + "lareqa-slice")
     io.write_jsonl(root / "corpus" / "docs.jsonl", recs)
     io.write_jsonl(root / "de" / "docs.jsonl", (r for r in recs if r["lang"] == "de"))
     for lang in ("en", "de"):
