@@ -200,14 +200,15 @@ class DiesOnce(EncodeBatches):
 
 
 KILL_RUN = """
-import json, sys
+import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import ray.cloudpickle
 import test_ray_encode as t
 from pyserini_kdspd.scale.ray_encode import encode_corpus
 ray.cloudpickle.register_pickle_by_value(t)  # the actors cannot import a test module
 t.DiesOnce.marker = sys.argv[2]
-print(json.dumps(encode_corpus(sys.argv[3], sys.argv[4], sys.argv[5], udf=t.DiesOnce, **t.ACTORS)))
+summary = encode_corpus(sys.argv[3], sys.argv[4], sys.argv[5], udf=t.DiesOnce, **t.ACTORS)
+print(json.dumps({**summary, "env_niceness": os.environ.get("RAY_worker_niceness")}))
 """
 
 
@@ -220,6 +221,7 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(lareqa_slice, stud
     summary = json.loads(out.strip().splitlines()[-1])
     dead, niceness = map(int, (tmp_path / "died").read_text().split())
     assert niceness == os.nice(0)  # the actors ran at the caller's priority, not Ray's default 15
+    assert summary["env_niceness"] is None  # ... set for the Ray it started only, not left in the caller's environ
     with pytest.raises(ProcessLookupError):  # it really died: batches 3.. of its run went to a restarted actor
         os.kill(dead, 0)
     assert summary["documents"] == len(recs) and len(recs) / ACTORS["batch_size"] > 2 * 3  # mid-run: > 3 batches each

@@ -191,9 +191,15 @@ def start_ray(ray, address: str | None = None) -> bool:
     else:
         # Ray starts its workers at niceness 15, for a responsive head; here the actors are the job, and at 15
         # any other process on the machine (a training run, a second test worker) takes their CPU: an actor
-        # got 3% of a core beside a training run. The local Ray's workers run at the caller's priority.
+        # got 3% of a core beside a training run. The local Ray's workers run at the caller's priority (the
+        # raylet reads the setting from the environment it starts with; the caller's own is left as it was).
+        user_set = "RAY_worker_niceness" in os.environ
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=os.cpu_count() + IO_RESERVE, include_dashboard=False, runtime_env=env)
+        try:
+            ray.init(num_cpus=os.cpu_count() + IO_RESERVE, include_dashboard=False, runtime_env=env)
+        finally:
+            if not user_set:
+                del os.environ["RAY_worker_niceness"]
     return True
 
 
