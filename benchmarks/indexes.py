@@ -42,7 +42,6 @@ import gc
 import json
 import math
 import os
-import resource
 import shlex
 import shutil
 import statistics
@@ -148,23 +147,40 @@ def build_ivf(src: str, out: str, factory: str, nprobe: int, threads: int, point
     shutil.copy(src / "docid", out / "docid")
 
 
+# Runs ``python -m MODULE ARGS`` or ``python -c CODE ARGS`` and writes the program's own peak RSS on exit
+# (runtime.peak_rss_mb: a child's ru_maxrss would report this benchmark's memory whenever that is larger).
+RUN_MEASURED = """import atexit, runpy, sys
+sys.path.insert(0, sys.argv[1])
+from pyserini_kdspd.runtime import peak_rss_mb
+report, kind, target, *rest = sys.argv[2:]
+atexit.register(lambda: open(report, "w").write(repr(peak_rss_mb())))
+sys.argv = [target, *rest]
+if kind == "-m":
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
+"""
+
+
 def timed_process(cmd: list[str], log_file: Path, threads: int) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (user + system: what a loaded machine does not inflate) and peak RSS (MB) of
-    ``cmd``, its output to ``log_file``. Waited for with ``wait4``, so the figures are this child's own, not
-    the largest of every child so far (``RUSAGE_CHILDREN``)."""
+    ``cmd`` (``python -m ...`` or ``python -c ...``), its output to ``log_file``. CPU time from ``wait4``: this
+    child's own, not the largest of every child so far (``RUSAGE_CHILDREN``)."""
     from pyserini_kdspd._java import java_env
 
     env = {**java_env(), "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    report = log_file.with_name(log_file.name + ".rss")
     with open(log_file, "w", encoding="utf-8") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([cmd[0], "-c", RUN_MEASURED, str(ROOT), str(report), *cmd[1:]], stdout=log,
+                                stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         tail = log_file.read_text(encoding="utf-8", errors="replace")[-2000:]
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); {log_file}:\n{tail}")
-    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return seconds, usage.ru_utime + usage.ru_stime, float(report.read_text())
 
 
 def stock_faiss(src: Path, out: Path, dim: int, threads: int, flags: list[str]) -> tuple[float, float, float]:
@@ -272,6 +288,14 @@ def render(rows: list[Row], synthetic: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shown(path) -> str:
+    """A path as the table shows it: relative to the checkout when inside it (the defaults), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def command_line(argv: list[str]) -> str:
     return "python benchmarks/indexes.py" + "".join(" " + shlex.quote(a) for a in argv)
 
@@ -355,7 +379,7 @@ def main(argv=None) -> int:
     from pyserini_kdspd.index import lucene
     from pyserini_kdspd.index.vectors import read_faiss, write_parquet
     from pyserini_kdspd.io import ranked
-    from pyserini_kdspd.runtime import cpu_info
+    from pyserini_kdspd.runtime import cpu_info, peak_rss_mb
     from pyserini_kdspd.search.dense import DenseModel, query_vectors
 
     faiss.omp_set_num_threads(args.threads)
@@ -386,11 +410,11 @@ def main(argv=None) -> int:
         sigma = noise_scale(vectors.vectors) if args.noise is None else args.noise
         vectors = synthetic_vectors(vectors, args.synthetic, sigma, seed=args.seed)
         source = write_flat_folder(vectors, work / "source")
-        about = (f"the {real:,} of `{args.faiss_index}` and noisy copies (sigma {sigma:.4g} per dimension"
+        about = (f"the {real:,} of `{shown(args.faiss_index)}` and noisy copies (sigma {sigma:.4g} per dimension"
                  f"{', auto' if args.noise is None else ''}, seed {args.seed}{', renormalised' if unit else ''})")
     else:
         source = args.faiss_index
-        about = f"`{args.faiss_index}`"
+        about = f"`{shown(args.faiss_index)}`"
     n, d = len(vectors), vectors.dim
     if {"pq", "ivf-pq", "hnsw-pq"} & set(args.variants) and d % args.pq_m:
         raise SystemExit(f"error: --pq-m {args.pq_m} does not divide the dimension {d}")
@@ -472,9 +496,9 @@ def main(argv=None) -> int:
     tmp.cleanup()
 
     cpu = cpu_info()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     text = (f"**{'Synthetic' if synthetic else 'LAReQA'}, {n:,} vectors** (d={d}): {about}; {len(queries):,} "
-            f"queries of `{args.topics}` encoded by `{args.encoder}`, depth {args.hits}; search {args.threads} "
+            f"queries of `{shown(args.topics)}` encoded by `{shown(args.encoder)}`, depth {args.hits}; search {args.threads} "
             f"thread(s), builds {args.build_threads}. {cpu['model']}, {cpu['cores']} cores, "
             f"{started:%Y-%m-%d %H:%M %Z}; benchmark process peak RSS {peak:,.0f} MB.\n\n"
             f"`{command_line(argv)}`\n\n{render(rows, synthetic)}\n"

@@ -2,6 +2,7 @@
 
     python benchmarks/scale.py --student models/kdspd                  # the measurement (quiet machine)
     python benchmarks/scale.py --student untrained --docs 48           # a smoke run of every row
+    python benchmarks/scale.py --readme                                # README block <!-- scale --> from the table
 
 Each model (the KD-SPD student, the English teacher) encodes the same passages in a single process
 (all cores) and through ``pyserini_kdspd.scale.ray_encode`` on a local Ray with 1 actor (all cores)
@@ -19,12 +20,14 @@ student. Nothing here is a test: the figures depend on the machine and its load.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import shlex
 import time
 from pathlib import Path
 
@@ -33,10 +36,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pyserini_kdspd.distill.trainer import peak_rss_mb  # noqa: E402
+from pyserini_kdspd._cli import output_file, rewrite_readme_block  # noqa: E402
+from pyserini_kdspd.runtime import peak_rss_mb  # noqa: E402
 from pyserini_kdspd.scale.ray_encode import EncodeBatches, EncoderSpec, encode_corpus, start_ray  # noqa: E402
 
 MTREC_PASSAGES = 35_200_000
+MARKER = "scale"
+TABLE = ROOT / "runs" / "benchmarks" / "scale.md"
 
 
 def passages(source: str, n: int, data_dir) -> list[dict]:
@@ -120,7 +126,21 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 8, 64],
                    help="workers (machines like this one) to project to")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--output", type=output_file, default=TABLE, help="the tables, with the command, CPU and date")
+    p.add_argument("--readme", type=Path, nargs="?", const=ROOT / "README.md", default=None, metavar="README",
+                   help=f"run nothing: rewrite the block between <!-- {MARKER}:start --> and <!-- {MARKER}:end --> "
+                        "of README (default README.md) from --output")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    if args.readme is not None:
+        def block() -> str:
+            if not args.output.is_file():
+                raise FileNotFoundError(f"{args.output}: no table (run the benchmark first)")
+            return args.output.read_text(encoding="utf-8").strip() + "\n"
+        return rewrite_readme_block(args.readme, MARKER, block, "encoding cost tables")
+    from pyserini_kdspd.runtime import cpu_info
+
+    started = datetime.datetime.now().astimezone()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cores = os.cpu_count()
     work = Path(tempfile.mkdtemp(prefix="kdspd-scale-"))
@@ -144,9 +164,9 @@ def main(argv=None) -> int:
     tokens = np.mean([len(x) for x in tok([r["text"] for r in recs], truncation=True,
                              max_length=EncoderSpec.max_length)["input_ids"]])
     words = np.mean([len(r["text"].split()) for r in recs])
-    print(f"{len(recs)} {'DL20 BM25 passages (English MS MARCO)' if args.texts == 'dl20' else 'LAReQA sentences'}: "
-          f"mean {words:.1f} words, {tokens:.1f} backbone tokens; {cores} cores "
-          f"({'smoke run' if args.docs < 500 else 'measurement'}).\n")
+    about = (f"{len(recs):,} {'DL20 BM25 passages (English MS MARCO)' if args.texts == 'dl20' else 'LAReQA sentences'}: "
+             f"mean {words:.1f} words, {tokens:.1f} backbone tokens ({'smoke run' if args.docs < 500 else 'measurement'}).")
+    print(about + "\n", flush=True)
 
     import ray
 
@@ -169,19 +189,25 @@ def main(argv=None) -> int:
     finally:
         ray.shutdown()
 
-    print("| model | setup | docs/s (wall, incl. start-up) | docs/s per worker | docs/s per core | "
-          "model load (s) | peak RSS per worker (MB) |\n|---|---|---:|---:|---:|---:|---:|")
-    for label, setup, wall, worker, core, load, rss in rows:
-        print(f"| {label} | {setup} | {wall:.1f} | {worker:.1f} | {core:.1f} | {load:.1f} | {rss:,.0f} |")
-
+    lines = ["| model | setup | docs/s (wall, incl. start-up) | docs/s per worker | docs/s per core | "
+             "model load (s) | peak RSS per worker (MB) |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {label} | {setup} | {wall:.1f} | {worker:.1f} | {core:.1f} | {load:.1f} | {rss:,.0f} |"
+              for label, setup, wall, worker, core, load, rss in rows]
     P = args.collection
-    print(f"\nEncoding {P:,} passages, projected from the per-core rates above (workers of {cores} cores, "
-          f"linear scaling):\n")
-    print("| model | CPU-hours | " + " | ".join(f"{n} worker{'s' * (n > 1)}" for n in args.workers) + " |\n|---|---:|"
-          + "---:|" * len(args.workers))
+    lines += ["", f"Encoding {P:,} passages, projected from the per-core rates above (workers of {cores} cores, "
+              "linear scaling):", "",
+              "| model | CPU-hours | " + " | ".join(f"{n} worker{'s' * (n > 1)}" for n in args.workers) + " |",
+              "|---|---:|" + "---:|" * len(args.workers)]
     for label, per_core in rate.items():
         secs = P / per_core
-        print(f"| {label} | {secs / 3600:,.0f} | " + " | ".join(fmt_h(secs / cores / n) for n in args.workers) + " |")
+        lines.append(f"| {label} | {secs / 3600:,.0f} | " + " | ".join(fmt_h(secs / cores / n) for n in args.workers)
+                     + " |")
+    cpu = cpu_info()
+    text = (f"{about} {cpu['model']}, {cpu['cores']} cores, {started:%Y-%m-%d %H:%M %Z}.\n\n"
+            f"`python benchmarks/scale.py{''.join(' ' + shlex.quote(a) for a in argv)}`\n\n" + "\n".join(lines) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
+    print(text + f"\nwritten to {args.output}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -139,6 +140,24 @@ def cpu_info(flags: Sequence[str] = ("avx2", "avx512f", "avx512_bf16", "amx_tile
 
 
 @functools.lru_cache(maxsize=1)
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB) since it started its program.
+
+    Linux's ``ru_maxrss`` is no such figure for a child: exec keeps the larger of its own and the spawner's
+    high-water mark (a FAISS build started by a 790 MB benchmark reported 790 MB whatever it used), so the
+    kernel's per-program ``VmHWM`` is read where there is one."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024.0 if sys.platform != "darwin" else 2.0 ** 20)
+
+
 def bf16_supported() -> bool:
     """True when this CPU has native bf16 matmuls (AVX-512 BF16 or AMX-BF16).
 

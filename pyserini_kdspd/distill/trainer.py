@@ -24,7 +24,6 @@ import math
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import threading
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_write
+from ..runtime import peak_rss_mb
 from ..spd.student import CONFIG_NAME, QUERY_ENCODER_DIR
 from .bitext import Bitext, LanguageBatchSampler
 from .losses import QUERIES, Batch, build_loss, query_teacher
@@ -150,10 +150,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def latest_checkpoint(output_dir) -> Path | None:
