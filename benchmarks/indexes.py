@@ -362,7 +362,8 @@ def readme_block(tables: list[Path]) -> str:
     found = [t for t in tables if t.is_file()]
     if not found:
         raise FileNotFoundError(f"no table file among {', '.join(map(str, tables))}: run the benchmark first")
-    return "\n".join(t.read_text(encoding="utf-8").strip() + "\n" for t in found)
+    return (f"<!-- written by `python benchmarks/indexes.py --readme` from {', '.join(shown(t) for t in found)}; edits "
+            "here are overwritten -->\n" + "\n".join(t.read_text(encoding="utf-8").strip() + "\n" for t in found))
 
 
 def main(argv=None) -> int:

@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.indexes import shown  # noqa: E402
 from pyserini_kdspd._cli import output_file, rewrite_readme_block  # noqa: E402
 from pyserini_kdspd.runtime import peak_rss_mb  # noqa: E402
 from pyserini_kdspd.scale.ray_encode import EncodeBatches, EncoderSpec, encode_corpus, start_ray  # noqa: E402
@@ -136,7 +137,8 @@ def main(argv=None) -> int:
         def block() -> str:
             if not args.output.is_file():
                 raise FileNotFoundError(f"{args.output}: no table (run the benchmark first)")
-            return args.output.read_text(encoding="utf-8").strip() + "\n"
+            return (f"<!-- written by `python benchmarks/scale.py --readme` from {shown(args.output)}; edits here are "
+                    "overwritten -->\n" + args.output.read_text(encoding="utf-8").strip() + "\n")
         return rewrite_readme_block(args.readme, MARKER, block, "encoding cost tables")
     from pyserini_kdspd.runtime import cpu_info
 

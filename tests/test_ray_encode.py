@@ -95,21 +95,6 @@ def check(output, recs, expected):
     return cos
 
 
-def test_two_actors_reproduce_the_single_process_student(lareqa_slice, student_dir, tmp_path, python):
-    root, recs = lareqa_slice
-    out = tmp_path / "vectors"
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([python, "-m", "pyserini_kdspd.scale.ray_encode", "--corpus", str(root / "corpus"),
-                           "--encoder", str(student_dir), "--output", str(out), "--actors", "2", "--threads", "1",
-                           "--batch-size", "24"], capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert f"{len(recs)} documents" in proc.stdout
-    stamp = io.read_json(out / STAMP)
-    assert (stamp["actors"], stamp["threads_per_actor"], stamp["documents"]) == (2, 1, len(recs))
-    assert not (tmp_path / "vectors.partial").exists()
-    check(out, recs, reference(student_dir, recs))
-
-
 @pytest.fixture
 def ray_head(python):
     """A Ray cluster of 3 CPUs started by ``ray start --head`` (its own temp dir and port), as a user starts one
@@ -228,23 +213,32 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(lareqa_slice, stud
     check(tmp_path / "vectors", recs, reference(student_dir, recs))
 
 
-def test_packaged_model_from_parquet_equals_pyserinis_auto_encoder(lareqa_slice, tmp_path, python):
-    """The mDPR row's model (e5-small: mean pooling, L2 norm, ``passage:`` prefix) read from Parquet."""
+def test_the_command_on_a_local_ray_encodes_a_packaged_model_from_parquet_as_pyserinis_auto_encoder(
+        lareqa_slice, tmp_path, python):
+    """The command with its defaults (a local Ray it starts and stops) on the mDPR row's model (e5-small: mean
+    pooling, L2 norm, ``passage:`` prefix) read from Parquet. The KD-SPD student on a local Ray: the kill test."""
     import torch
     from pyserini.encode import AutoDocumentEncoder
 
     from pyserini_kdspd.models import model_settings, resolve_model
 
     root, recs = lareqa_slice
-    in_fresh_python(python, "import sys; from pyserini_kdspd.scale.ray_encode import encode_corpus; "
-                            "encode_corpus(sys.argv[1], 'multilingual-e5-small', sys.argv[2], actors=2, threads=1, "
-                            f"batch_size={ACTORS['batch_size']})", root / "corpus.parquet", tmp_path / "vectors")
+    out = tmp_path / "vectors"
+    proc = subprocess.run([python, "-m", "pyserini_kdspd.scale.ray_encode", "--corpus", str(root / "corpus.parquet"),
+                           "--encoder", "multilingual-e5-small", "--output", str(out), "--actors", "2",
+                           "--threads", "1", "--batch-size", str(ACTORS["batch_size"])],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"{len(recs)} documents" in proc.stdout
+    stamp = io.read_json(out / STAMP)
+    assert (stamp["actors"], stamp["threads_per_actor"], stamp["documents"]) == (2, 1, len(recs))
+    assert not (tmp_path / "vectors.partial").exists()
     s = model_settings("multilingual-e5-small")
     auto = AutoDocumentEncoder(resolve_model("multilingual-e5-small"), device="cpu", pooling=s["pooling"],
                                l2_norm=s["l2_norm"], prefix=s["passage_prefix"].rstrip())  # as DenseModel passes it
     with torch.inference_mode():
         expected = np.concatenate([auto.encode([r["text"] for r in recs[i:i + 32]]) for i in range(0, len(recs), 32)])
-    check(tmp_path / "vectors", recs, expected)
+    check(out, recs, expected)
 
 
 def test_without_ray_the_package_imports_and_the_command_names_the_extra(python, tmp_path):
