@@ -3,7 +3,7 @@
 built by Anserini, each searched through Pyserini's own searchers.
 
     python benchmarks/indexes.py                  # the driver's LAReQA KD-SPD index, models/kdspd, LAReQA en topics/qrels
-    python benchmarks/indexes.py --synthetic 1000000 --hnsw 32,100 --build-threads 2   # 1M vectors (see below)
+    python benchmarks/indexes.py --synthetic 1000000 --hnsw 32,100 --build-threads 2 --queries 300   # 1M vectors (see below)
     python benchmarks/indexes.py --readme         # run nothing: README block <!-- index-variants --> from the tables
 
 Collections. Default: the vectors of a Pyserini FAISS flat folder (``--faiss-index``), judged by ``--qrels``.
