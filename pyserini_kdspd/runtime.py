@@ -139,7 +139,6 @@ def cpu_info(flags: Sequence[str] = ("avx2", "avx512f", "avx512_bf16", "amx_tile
             "native_bf16": bf16_supported()}
 
 
-@functools.lru_cache(maxsize=1)
 def peak_rss_mb() -> float:
     """This process's peak resident memory (MB) since it started its program.
 
@@ -158,6 +157,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024.0 if sys.platform != "darwin" else 2.0 ** 20)
 
 
+@functools.lru_cache(maxsize=1)
 def bf16_supported() -> bool:
     """True when this CPU has native bf16 matmuls (AVX-512 BF16 or AMX-BF16).
 

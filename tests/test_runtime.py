@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pyserini_kdspd.runtime import (
-    ENV, RuntimeSettings, autocast, bf16_supported, encode_sorted, length_sorted_batches, resolve, resolve_precision,
+    ENV, RuntimeSettings, autocast, bf16_supported, encode_sorted, length_sorted_batches, peak_rss_mb, resolve,
+    resolve_precision,
 )
 from pyserini_kdspd.spd import Student, StudentConfig
 
@@ -206,3 +207,19 @@ def test_pyserini_document_encoder_reads_folder_and_environment(monkeypatch, stu
     vecs = encoder.encode(TEXTS, langs=["en"] * len(TEXTS), max_length=256)
     np.testing.assert_allclose(vecs, student.encode(TEXTS, "en", precision="fp32"), atol=1e-5)
     assert KdspdDocumentEncoder(str(folder), batch_size=5).settings.batch_size == 5
+
+
+def test_peak_rss_is_the_programs_own_and_follows_it_up(python):
+    """A child started by a large process reports its own peak, not its spawner's (ru_maxrss would), and a
+    later call sees memory the program touched since the first (the figure is never frozen)."""
+    import subprocess
+
+    ballast = np.ones(600 * 2 ** 20 // 8)  # this process: 600 MB more, touched, alive while the child starts
+    spawner = peak_rss_mb()
+    code = ("from pyserini_kdspd.runtime import peak_rss_mb\nimport numpy as np\nbefore = peak_rss_mb()\n"
+            "x = np.ones(256 * 2 ** 20 // 8)\nprint(before, peak_rss_mb())")
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = map(float, proc.stdout.split())
+    assert ballast.sum() > 0 and before < spawner - 500  # not the spawner's high-water mark
+    assert after - before >= 200  # the 256 MB array, seen by the second call
