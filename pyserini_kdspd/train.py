@@ -295,7 +295,7 @@ def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores
         dev_every=args.dev_every, progress=not args.quiet)
     loss = build_loss(settings["loss"], args.max_length) if loss is None else loss
     dev = None if flores is None else DevEvaluator(teacher, max_sentences=args.dev_sentences, folder=flores,
-                                                    cache_dir=args.cache_dir)
+                                                    cache_dir=args.cache_dir, trained=sorted(bitexts))
     trainer = DistillationTrainer(student, teacher, bitexts, targs, loss=loss, dev=dev, cache_dir=args.cache_dir,
                                   settings=settings)
     if args.precompute_targets:

@@ -286,6 +286,31 @@ def test_dev_evaluator_on_a_flores_subset(teacher, shared_data, tmp_path):
     assert results["de"]["p1_en_xx"] > 1 / 30  # an English model still matches names and numbers
     table = markdown_table(results, before=results)
     assert "fi (zero-shot)" in table and "| de |" in table and "→" in table
+    assert results["mean_seen"]["mse"] == results["de"]["mse"]  # Finnish never selects
+    assert results["pooled"]["languages"] == ["en", "de"] and 0 < results["pooled"]["map"] <= 1  # no Finnish
+    assert "Pooled MAP (English queries by the teacher against en, de by the student" in table
+    # a student trained without German (train --languages): German is zero-shot too, and nothing is left to select by
+    held = DevEvaluator(teacher, languages=["de", "fi"], max_sentences=30, trained=["el"],
+                        folder=shared_data / "flores200" / "devtest", cache_dir=tmp_path)(student, precision="fp32")
+    assert held["de"]["zero_shot"] and held["fi"]["zero_shot"] and not held["en"]["zero_shot"]
+    assert "mean_seen" not in held and held["mean"]["mse"] == pytest.approx(results["mean"]["mse"])
+    assert held["pooled"]["languages"] == ["en"]
+
+
+def test_pooled_map_ranks_every_languages_translations_together():
+    from pyserini_kdspd.distill.dev import pooled_map
+    from pyserini_kdspd.evaluate import evaluate
+
+    queries = np.array([[1.0, 0.0], [0.0, 1.0]])
+    pools = [np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[0.1, 0.5], [0.5, 0.6]])]
+    # query 0 ranks a0 (0.9), b1 (0.5), a1 (0.2), b0 (0.1): its translations at 1 and 4; query 1: at 1 and 2
+    assert pooled_map(queries, pools) == pytest.approx(((1 + 2 / 4) / 2 + 1) / 2)
+    rng = np.random.default_rng(0)  # and what trec_eval says of the same ranking, on random vectors
+    queries, pools = rng.normal(size=(20, 8)), [rng.normal(size=(20, 8)) for _ in range(3)]
+    docs = np.concatenate(pools)
+    run = {f"q{i}": {f"d{j}": float(x) for j, x in enumerate(queries[i] @ docs.T)} for i in range(20)}
+    qrels = {f"q{i}": {f"d{i + 20 * k}": 1 for k in range(3)} for i in range(20)}
+    assert pooled_map(queries, pools) == pytest.approx(evaluate(run, qrels, depth=None, metrics=("map",)).mean["map"])
 
 
 @pytest.mark.slow

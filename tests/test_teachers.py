@@ -12,8 +12,10 @@ from pyserini_kdspd.ceiling import NAME as CEILING
 from pyserini_kdspd.ceiling import main as ceiling_main
 from pyserini_kdspd.ceiling import restrict_qrels, teacher_ceiling
 from pyserini_kdspd.distill import Teacher
+from pyserini_kdspd.distill.dev import evaluate_saved
 from pyserini_kdspd.evaluate import evaluate
 from pyserini_kdspd.models import encode_folder, resolve_model
+from pyserini_kdspd.teachers import dev_figures
 from test_langid import mini_data  # noqa: F401  (fixtures: three XQuAD-R paragraphs; bitext and FLORES cuts)
 from test_train_cli import tiny
 from test_variants import small_data  # noqa: F401
@@ -99,7 +101,7 @@ def test_ceiling_cli_refuses_bad_flags_before_any_work(capsys, tmp_path):
 @pytest.fixture
 def table5_data(mini_data, small_data, tmp_path):  # noqa: F811
     """A data folder in the shared layout: XQuAD-R cut to three paragraphs in every language (199 sentences, 15
-    questions), 40 pairs of en-de and en-fr, FLORES cut to 10 lines."""
+    questions), 40 pairs of en-de, en-el and en-fr, FLORES cut to 10 lines."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "lareqa").symlink_to(mini_data / "lareqa")
@@ -109,12 +111,13 @@ def table5_data(mini_data, small_data, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(python, table5_data, tmp_path):
+def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(python, table5_data, tmp_path,
+                                                                           monkeypatch):
     """``python -m pyserini_kdspd.teachers`` end to end with one packaged teacher and tiny students."""
+    monkeypatch.setenv("PYSERINI_KDSPD_CACHE", str(tmp_path / "cache"))  # the teacher targets: this test's own
     cmd = [python, "-m", "pyserini_kdspd.teachers", "--teacher", "all-MiniLM-L6-v2", "--train-steps", "2",
            "--encoder", "all-MiniLM-L6-v2", "--data-dir", str(table5_data), "--output-root", str(tmp_path), "--",
-           "--decoder-layers", "1", "--prompt-length", "4", "--max-length", "32", "--dev-sentences", "10",
-           "--cache-dir", str(tmp_path / "cache")]
+           "--decoder-layers", "1", "--prompt-length", "4", "--max-length", "32", "--dev-sentences", "10"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = io.read_json(tmp_path / "runs" / "teachers" / "table5.json")
@@ -126,7 +129,7 @@ def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(pytho
         log = io.read_json(tmp_path / "models" / "teachers" / "all-MiniLM-L6-v2" / log_folder(label) /
                            "training_log.json")
         assert log["steps"] == 2 and log["settings"]["teacher"] == "all-MiniLM-L6-v2"
-        assert log["settings"]["languages"] == ["de", "fr"]
+        assert log["settings"]["languages"] == ["de", "el", "fr"]
         assert row["students"][label]["dev"]["p1_en_xx"] == log["dev"][-1]["results"]["mean_seen"]["p1_en_xx"]
         run = tmp_path / "runs" / "teachers" / f"all-MiniLM-L6-v2.{log_folder(label)}.txt"
         assert len({d for docs in io.read_run(run).values() for d in docs}) > 100  # every language was searched
@@ -143,6 +146,16 @@ def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(pytho
     table = (tmp_path / "runs" / "teachers" / "table5.md").read_text()
     assert f"| **all-MiniLM-L6-v2** | {row['ceiling']:.3f}" in table and table.count("| KD-SPD |") == 1
     assert "all 199 sentences" in table  # the slice's size, not the full collection's
+    assert f"| KD-SPD | {row['students']['KD-SPD']['dev']['pooled_map']:.3f} |" in table  # what chooses the teacher
+
+    # a student trained before the pooled MAP existed is evaluated again from its folder, as its training would have
+    folder = tmp_path / "models" / "teachers" / "all-MiniLM-L6-v2" / "kdspd"
+    log = io.read_json(folder / "training_log.json")
+    flores = table5_data / "flores200" / "devtest"
+    assert evaluate_saved(folder, flores=flores) == log["dev"][-1]["results"]
+    del log["dev"][-1]["results"]["pooled"]
+    io.write_json(folder / "training_log.json", log)
+    assert dev_figures(folder, table5_data) == row["students"]["KD-SPD"]["dev"]
 
 
 def log_folder(label: str) -> str:

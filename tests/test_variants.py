@@ -1,6 +1,7 @@
 """Student variants compared on LAReQA (``python -m pyserini_kdspd.ablations`` / ``.objectives``): every listed
 variant is a valid training command of the driver's KD-SPD, the driver's students are reused and never retrained,
-and one end-to-end run on a LAReQA slice trains, encodes, searches, scores and writes the table and README block."""
+and end-to-end runs on a LAReQA slice (the ablations; the zero-shot languages of ``python -m pyserini_kdspd.zeroshot``)
+train, encode, search, score and write their tables and README blocks, on the driver's students trained once here."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -71,15 +72,16 @@ def test_cli_refuses_an_unknown_variant_and_a_readme_without_a_table(tmp_path, c
 # ---------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory, shared_data):
-    """A data folder in the shared layout: 40 real pairs of en-de and en-fr, and FLORES devtest cut to 10 lines of
-    English, German, French and Finnish (the zero-shot language), so that the driver's own command trains fast."""
+    """A data folder in the shared layout: 40 real pairs of en-de, en-el and en-fr, and FLORES devtest cut to 10
+    lines of those and Finnish (the zero-shot language), so that the driver's own command trains fast (Greek is also
+    a LAReQA language: the zero-shot experiment holds it out)."""
     root = tmp_path_factory.mktemp("data")
-    for lang in ("de", "fr"):
+    for lang in ("de", "el", "fr"):
         lines = (shared_data / "bitext" / f"en-{lang}.tsv").read_text(encoding="utf-8").splitlines()
         (root / "bitext").mkdir(exist_ok=True)
         (root / "bitext" / f"en-{lang}.tsv").write_text("\n".join(lines[::2000][:40]) + "\n", encoding="utf-8")
     (root / "flores200" / "devtest").mkdir(parents=True)
-    for code in ("eng_Latn", "deu_Latn", "fra_Latn", "fin_Latn"):
+    for code in ("eng_Latn", "deu_Latn", "ell_Grek", "fra_Latn", "fin_Latn"):
         lines = (shared_data / "flores200" / "devtest" / f"{code}.devtest").read_text(encoding="utf-8").splitlines()
         (root / "flores200" / "devtest" / f"{code}.devtest").write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
     return root
@@ -87,8 +89,8 @@ def small_data(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def slice_collection(lareqa_slice, tmp_path_factory):
-    """conftest's LAReQA slice (12 questions, their answers in 11 languages, 150 other sentences) as the driver's
-    Collection, with the per-language folders the bias statistic reads each document's language from."""
+    """The LAReQA slice (12 questions, their answers in 11 languages, 150 other sentences) as the driver's
+    ``Collection``, with the per-language folders the bias statistic reads each document's language from."""
     root, qids = lareqa_slice
     by_lang = tmp_path_factory.mktemp("by-lang")
     recs = list(io.read_jsonl(root / "corpus" / "docs.jsonl"))
@@ -99,45 +101,54 @@ def slice_collection(lareqa_slice, tmp_path_factory):
     return col, len(recs), qids
 
 
+@pytest.fixture(scope="module")
+def driver(small_data, tmp_path_factory):
+    """The Table 2 driver's settings after its training stage (both students, 2 steps, MiniLM as backbone and
+    teacher), in a root shared by this file's end-to-end tests (their teacher-target cache too)."""
+    root = tmp_path_factory.mktemp("driver")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYSERINI_KDSPD_CACHE", str(root / "cache"))
+        mp.setenv("PYSERINI_KDSPD_THREADS", "1")
+        s = Settings(root=root, data=small_data, encoder="all-MiniLM-L6-v2", teacher="all-MiniLM-L6-v2",
+                     train_steps=2, threads=1)
+        train_students(s, Stages())  # the driver's own training stage
+        yield s
+
+
 @pytest.mark.slow
-def test_ablations_reuse_the_drivers_kdspd_and_train_score_and_tabulate_a_full_prompt_variant(
-        small_data, slice_collection, tmp_path, monkeypatch):
-    """The Table 2 driver trains its two students (2 steps, MiniLM as backbone and teacher); the ablations reuse its
-    KD-SPD untouched and train the full-prompt variant with the same command; both are encoded, searched and scored
-    on the slice; a second run reuses everything; another budget is refused; --readme writes the block."""
+def test_ablations_reuse_the_drivers_kdspd_and_train_score_and_tabulate_a_full_prompt_variant(driver, slice_collection):
+    """The ablations reuse the driver's KD-SPD untouched and train the full-prompt variant with the same command;
+    both are encoded, searched and scored on the slice; a second run reuses everything; another budget is refused;
+    --readme writes the block."""
     from pyserini_kdspd.evaluate import evaluate
     from pyserini_kdspd.spd import FullPrompts, Student
 
-    monkeypatch.setenv("PYSERINI_KDSPD_CACHE", str(tmp_path / "cache"))  # the teacher targets: this test's own
-    monkeypatch.setenv("PYSERINI_KDSPD_THREADS", "1")
     col, n_docs, qids = slice_collection
-    s = Settings(root=tmp_path, data=small_data, encoder="all-MiniLM-L6-v2", teacher="all-MiniLM-L6-v2",
-                 train_steps=2, threads=1)
-    train_students(s, Stages())  # the driver's own training stage
-    driver = tmp_path / "models" / "kdspd" / "model.safetensors"
-    stamp = (io.sha256_file(driver), driver.stat().st_mtime_ns)
+    s, root = driver, driver.root
+    weights_file = root / "models" / "kdspd" / "model.safetensors"
+    stamp = (io.sha256_file(weights_file), weights_file.stat().st_mtime_ns)
     variants = [v for v in ablations.VARIANTS if v.slug in ("kdspd", "spd-full")]
 
     out = compare(variants, col, s, "ablations", note="Test note.", command="python -m pyserini_kdspd.ablations")
     meta = io.read_json(out["json"])
     kdspd, full = meta["rows"]
     assert (kdspd["name"], full["name"]) == ("KD-SPD (l=30, N=6, MSE)", "full prompt per language")
-    assert (io.sha256_file(driver), driver.stat().st_mtime_ns) == stamp and not kdspd["trained_now"]
+    assert (io.sha256_file(weights_file), weights_file.stat().st_mtime_ns) == stamp and not kdspd["trained_now"]
     assert full["trained_now"] and full["folder"] == "models/variants/spd-full" and full["steps"] == 2
     assert kdspd["weights_sha256"] == stamp[0] and (kdspd["lr"], kdspd["head_lr"]) == (full["lr"], full["head_lr"])
 
-    student = Student.from_pretrained(tmp_path / full["folder"])  # the full-prompt option trained and loads
+    student = Student.from_pretrained(root / full["folder"])  # the full-prompt option trained and loads
     assert student.config.prompt_kind == "full" and isinstance(student.prompts, FullPrompts)
-    assert student.prompts.table.shape == (3, 30, 384)  # en, de, fr: one l x d prompt each
-    assert io.read_json(tmp_path / full["folder"] / "training_log.json")["settings"]["prompt_kind"] == "full"
-    assert "prompt_kind" not in io.read_json(tmp_path / kdspd["folder"] / "training_log.json")["settings"]
+    assert student.prompts.table.shape == (4, 30, 384)  # en, de, el, fr: one l x d prompt each
+    assert io.read_json(root / full["folder"] / "training_log.json")["settings"]["prompt_kind"] == "full"
+    assert "prompt_kind" not in io.read_json(root / kdspd["folder"] / "training_log.json")["settings"]
 
     for row in (kdspd, full):
-        run = tmp_path / row["run"]["file"]
+        run = root / row["run"]["file"]
         assert set(io.read_run(run)) == set(qids)
         assert row["lareqa"] == pytest.approx(evaluate(run, col.qrels, metrics=tuple(row["lareqa"])).mean)
         assert row["encode"]["documents"] == n_docs and row["encode"]["sentences_per_second"] > 0
-        assert row["dev"]["p1_en_xx"] == io.read_json(tmp_path / row["folder"] / "training_log.json")[
+        assert row["dev"]["p1_en_xx"] == io.read_json(root / row["folder"] / "training_log.json")[
             "dev"][-1]["results"]["mean_seen"]["p1_en_xx"]
         assert row["bias"]["measured"] > 0 and 0 < row["bias"]["rank_distance_mean"] < n_docs
     assert kdspd["p_vs_reference"] is None and set(full["p_vs_reference"]) == set(kdspd["lareqa"])
@@ -145,9 +156,10 @@ def test_ablations_reuse_the_drivers_kdspd_and_train_score_and_tabulate_a_full_p
     assert table.count("\n| ") == 2 and "| full prompt per language | `--student spd --prompt-kind full` |" in table
     assert f"| {kdspd['lareqa']['map']:.3f}" in table and "Test note." in table and "2 training steps" in table
 
-    weights = {f: f.stat().st_mtime_ns for f in (tmp_path / "models" / d / "model.safetensors"
+    weights = {f: f.stat().st_mtime_ns for f in (root / "models" / d / "model.safetensors"
                                                  for d in ("kdspd", "kd-encoder", "variants/spd-full"))}
-    indexes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("indexes/**/index")}
+    indexes = {p: p.stat().st_mtime_ns for p in (root / "indexes" / "lareqa" / "variants" / v.slug / "index"
+                                                 for v in variants)}
     again = io.read_json(compare(variants, col, s, "ablations", note="Test note.", command="x")["json"])
     assert not any(r["trained_now"] for r in again["rows"])  # nothing retrained, re-encoded or timed anew
     assert {p: p.stat().st_mtime_ns for p in weights} == weights and len(weights) == 3
@@ -159,11 +171,54 @@ def test_ablations_reuse_the_drivers_kdspd_and_train_score_and_tabulate_a_full_p
         compare(variants, col, replace(s, train_steps=3), "ablations")
     assert {p: p.stat().st_mtime_ns for p in weights} == weights
 
-    readme = tmp_path / "README.md"
+    readme = root / "README.md"
     readme.write_text("# x\n<!-- ablations:start -->\nold\n<!-- ablations:end -->\ntail\n", encoding="utf-8")
-    assert ablations.main(["--readme", str(readme), "--output-root", str(tmp_path)]) == 0
+    assert ablations.main(["--readme", str(readme), "--output-root", str(root)]) == 0
     text = readme.read_text(encoding="utf-8")
     assert "old" not in text and text.startswith("# x\n<!-- ablations:start -->\n<!-- written by `python -m "
                                                  "pyserini_kdspd.ablations --readme`")
     assert "`x` finished" in text and "| full prompt per language |" in text
     assert text.endswith("<!-- ablations:end -->\ntail\n")
+
+
+@pytest.mark.slow
+def test_zeroshot_trains_kdspd_without_greek_gives_it_the_average_prompt_and_scores_each_group(
+        driver, slice_collection):
+    """``python -m pyserini_kdspd.zeroshot``: the driver's KD-SPD (trained on German, Greek and French) against the
+    same trained on German and French only; both score the slice overall, per group and per language, with FLORES
+    dev beside them; --readme writes the block."""
+    from pyserini_kdspd import zeroshot
+    from pyserini_kdspd.evaluate import evaluate
+    from pyserini_kdspd.spd import Student
+
+    col, _, qids = slice_collection
+    s, root = driver, driver.root
+    out = zeroshot.run_zeroshot(s, col, ["el"], students=["kdspd"], command="x")
+    meta = io.read_json(out["json"])
+    assert meta["held_out"] == ["el"] and meta["kept"] == ["de", "fr"]
+    with_all, without = meta["rows"]
+    assert (with_all["folder"], without["folder"]) == ("models/kdspd", "models/variants/kdspd-without-el")
+    assert with_all["trained_on"] == ["de", "el", "fr"] and without["trained_on"] == ["de", "fr"]
+    student = Student.from_pretrained(root / without["folder"])
+    assert list(student.config.languages) == ["en", "de", "fr"]  # Greek documents get the average prompt
+
+    qrels = io.read_qrels(col.qrels)
+    for row in (with_all, without):
+        run = root / row["run"]["file"]
+        assert set(io.read_run(run)) == set(qids)
+        assert row["lareqa"]["all"] == pytest.approx(evaluate(run, qrels, metrics=zeroshot.METRICS).mean)
+        greek = {q: {d: g for d, g in docs.items() if d.startswith("el")} for q, docs in qrels.items()}
+        assert row["lareqa"]["held_out"]["map"] == pytest.approx(evaluate(run, greek, metrics=("map",)).mean["map"])
+        assert row["per_language"]["el"] == pytest.approx(row["lareqa"]["held_out"]["map"])
+        log = io.read_json(root / row["folder"] / "training_log.json")["dev"][-1]["results"]
+        assert row["flores"]["held_out"]["p1_en_xx"] == log["el"]["p1_en_xx"]
+        assert row["flores"]["fi"]["p1_xx_en"] == log["fi"]["p1_xx_en"]
+        assert log["el"]["zero_shot"] == (row is without) and log["fi"]["zero_shot"]
+    assert "p_vs_with" not in with_all and set(without["p_vs_with"]) == {"all", "seen", "held_out"}
+    table = out["md"].read_text(encoding="utf-8")
+    assert "| KD-SPD without el | 2 languages (no el) |" in table and "| el ◦ |" in table
+
+    readme = root / "README.md"
+    readme.write_text("<!-- zeroshot:start -->\n<!-- zeroshot:end -->\n", encoding="utf-8")
+    assert zeroshot.main(["--readme", str(readme), "--output-root", str(root)]) == 0
+    assert "| KD-SPD without el |" in readme.read_text(encoding="utf-8")

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .. import io
 
@@ -283,28 +283,15 @@ def readme_block(root: Path, collection: str, table: str, prog: str) -> str:
                       (root / "runs" / collection / f"{table}.md").read_text(encoding="utf-8").strip()])
 
 
-# ---------------------------------------------------------------------------- the two commands' CLI
-def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[Variant], description: str,
-         note: str) -> int:
-    """``prog`` (``python -m pyserini_kdspd.<table>``) over ``variants``: parse, train, compare, print."""
-    from .._cli import (POSITIVE_INT, add_driver_flags, configure_logging, resolve_data_dir, rewrite_readme_block,
-                        run_cli, train_passthrough)
-    from ..table2 import TRAIN_STEPS, Settings, lareqa
+# ---------------------------------------------------------------------------- the commands' CLI
+def build_parser(prog: str, description: str, table: str) -> argparse.ArgumentParser:
+    """The flags every variants command shares (the driver's settings, ``--readme`` and train's pass-through)."""
+    from .._cli import POSITIVE_INT, add_driver_flags
+    from ..table2 import TRAIN_STEPS, Settings
 
     d = Settings()
-    slugs = [v.slug for v in variants]
-
-    def chosen(text: str) -> list[str]:
-        items = [x.strip() for x in text.split(",") if x.strip()]
-        unknown = [x for x in items if x not in slugs]
-        if unknown or not items:
-            raise argparse.ArgumentTypeError(f"{'unknown ' + ', '.join(unknown) if unknown else 'empty'}; choose "
-                                             f"from {', '.join(slugs)}")
-        return items
-
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", type=chosen, default=slugs, help=f"comma list of {', '.join(slugs)} (default: all)")
     p.add_argument("--train-steps", type=POSITIVE_INT, default=TRAIN_STEPS["quick"],
                    help=f"optimizer steps per variant (default {TRAIN_STEPS['quick']}, the driver's quick budget; the "
                         "driver's students are reused only at their own budget)")
@@ -315,25 +302,62 @@ def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[V
     p.add_argument("--seed", type=int, default=d.seed, help=f"as given to the driver ({d.seed})")
     p.add_argument("--threads", type=POSITIVE_INT, default=d.threads,
                    help="CPU cores: trainings run this many side by side, one thread each")
-    p.add_argument("--no-bias", action="store_true", help="skip the depth-1000 runs and the language-bias column")
     add_driver_flags(p, table, f"runs/lareqa/{table}.md")
+    return p
+
+
+def settings(p: argparse.ArgumentParser, a: argparse.Namespace):
+    """The driver's :class:`~pyserini_kdspd.table2.Settings` of parsed ``a`` (the data folder checked first)."""
+    from .._cli import resolve_data_dir
+    from ..table2 import Settings
+
+    return Settings(root=a.output_root, data=resolve_data_dir(p, a.data_dir), encoder=a.encoder, teacher=a.teacher,
+                    seed=a.seed, threads=a.threads, train_steps=a.train_steps)
+
+
+def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[Variant], description: str,
+         note: str) -> int:
+    """``prog`` (``python -m pyserini_kdspd.<table>``) over ``variants``: parse, train, compare, print."""
+    from .._cli import train_passthrough
+
+    slugs = [v.slug for v in variants]
+
+    def chosen(text: str) -> list[str]:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        unknown = [x for x in items if x not in slugs]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"{'unknown ' + ', '.join(unknown) if unknown else 'empty'}; choose "
+                                             f"from {', '.join(slugs)}")
+        return items
+
+    p = build_parser(prog, description, table)
+    p.add_argument("--variants", type=chosen, default=slugs, help=f"comma list of {', '.join(slugs)} (default: all)")
+    p.add_argument("--no-bias", action="store_true", help="skip the depth-1000 runs and the language-bias column")
+    return run_command(p, argv, prog, table, lambda a, s, col, command: compare(
+        [v for v in variants if v.slug in a.variants], col, s, table, note=note, extra=train_passthrough(a),
+        bias=not a.no_bias, command=command))
+
+
+def run_command(p: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str, table: str,
+                make: Callable[[argparse.Namespace, object, object, str], dict[str, Path]]) -> int:
+    """Parse ``argv`` with ``p`` (:func:`build_parser`'s), then either rewrite the README block (``--readme``) or
+    run ``make(args, settings, LAReQA collection, command as typed)`` and print the table it wrote."""
+    from .._cli import configure_logging, rewrite_readme_block, run_cli
+    from ..table2 import lareqa
+
     argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     if a.readme is not None:
         return rewrite_readme_block(a.readme, table, lambda: readme_block(a.output_root, "lareqa", table, prog),
                                     f"{table} block")
-    data = resolve_data_dir(p, a.data_dir)
+    s = settings(p, a)
     configure_logging()
-    s = Settings(root=a.output_root, data=data, encoder=a.encoder, teacher=a.teacher, seed=a.seed,
-                 threads=a.threads, train_steps=a.train_steps)
-    picked = [v for v in variants if v.slug in a.variants]
 
     def work() -> int:
         col = lareqa(s)
         if col is None:
             return 2
-        out = compare(picked, col, s, table, note=note, extra=train_passthrough(a), bias=not a.no_bias,
-                      command=shlex.join(prog.split() + argv))
+        out = make(a, s, col, shlex.join(prog.split() + argv))
         print(out["md"].read_text(encoding="utf-8"))
         print("wrote " + ", ".join(map(str, out.values())))
         return 0

@@ -5,13 +5,14 @@ original), and parallel-sentence retrieval P@1 in both directions over the
 line-aligned sentences, scored with the inner product as the dense index will:
 ``xx->en`` ranks teacher(en) vectors for a student(xx) query; ``en->xx`` ranks
 student(xx) vectors for a teacher(en) query (the KD-SPD setting: English queries
-by the teacher, multilingual documents by the student). Finnish is absent from
-the bitext, so its row is the zero-shot language.
+by the teacher, multilingual documents by the student). A language the student
+was not trained on is zero-shot: Finnish always (absent from the bitext), and
+any language a run leaves out (``train --languages``, the zero-shot experiment).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -57,14 +58,30 @@ def p_at_1(queries: np.ndarray, docs: np.ndarray) -> float:
     return float((scores.argmax(1) == np.arange(len(queries))).mean())
 
 
+def pooled_map(queries: np.ndarray, pools: Sequence[np.ndarray]) -> float:
+    """MAP of each query (row i) over every pool's vectors ranked together, its row i in each pool relevant.
+
+    LAReQA's task on dev data: with teacher(English) queries and the student's vectors of every language's
+    translations in one pool, a query's translations must all outrank every other sentence, so one language's
+    vectors sitting closer to the teacher than another's costs MAP here, though not P@1 within a language."""
+    n = len(queries)
+    docs = np.concatenate([np.asarray(p, dtype=np.float32) for p in pools])
+    order = np.argsort(-(np.asarray(queries, dtype=np.float32) @ docs.T), axis=1, kind="stable")
+    hit = (order % n) == np.arange(n)[:, None]          # row i of some pool: a translation of query i
+    ranks = np.nonzero(hit)[1].reshape(n, len(pools)) + 1  # 1-based ranks of its translations, ascending
+    return float((np.arange(1, len(pools) + 1) / ranks).mean())
+
+
 class DevEvaluator:
     """Evaluates a student on FLORES-200 devtest (first ``max_sentences`` lines of each language).
 
-    ``batch_size`` and the call's ``precision`` left at None resolve as in ``Student.encode``.
+    ``trained``: the student's bitext languages; the others are zero-shot, kept out of ``mean_seen`` (what
+    selects). None: every language but :data:`ZERO_SHOT`. ``batch_size`` and the call's ``precision`` left at
+    None resolve as in ``Student.encode``.
     """
 
     def __init__(self, teacher: Teacher, languages: Iterable[str] | None = None, max_sentences: int | None = 200,
-                 folder=None, batch_size: int | None = None, cache_dir=None):
+                 folder=None, batch_size: int | None = None, cache_dir=None, trained: Iterable[str] | None = None):
         self.folder = flores_dir(folder)
         if languages is None:
             languages = sorted(FLORES_TO_ISO[p.stem] for p in self.folder.glob("*.devtest")
@@ -73,6 +90,7 @@ class DevEvaluator:
         self.languages = [ENGLISH] + [l for l in languages if l != ENGLISH]
         self.max_sentences = max_sentences
         self.batch_size = batch_size
+        self.zero_shot = set(ZERO_SHOT) if trained is None else set(self.languages) - set(trained) - {ENGLISH}
         self.teacher = teacher
         self.english = read_flores(self.folder, ENGLISH, max_sentences)
         self.sentences = {l: read_flores(self.folder, l, max_sentences) for l in self.languages}
@@ -88,25 +106,45 @@ class DevEvaluator:
         was_training = student.training
         student.eval()
         try:
-            results = {}
+            results, vectors = {}, {}
             for lang in self.languages:
                 vecs = np.asarray(student.encode(self.sentences[lang], [lang] * len(self.english),
                                                  batch_size=self.batch_size, precision=precision), dtype=np.float32)
+                vectors[lang] = vecs
                 results[lang] = {
                     "mse": float(((vecs - self.targets) ** 2).mean()),
                     "p1_xx_en": p_at_1(vecs, self.targets),
                     "p1_en_xx": p_at_1(self.targets, vecs),
-                    "zero_shot": lang in ZERO_SHOT,
+                    "zero_shot": lang in self.zero_shot,
                 }
         finally:
             student.train(was_training)
         foreign = [l for l in self.languages if l != ENGLISH]
-        seen = [l for l in foreign if l not in ZERO_SHOT]
+        seen = [l for l in foreign if l not in self.zero_shot]
         for name, group in (("mean", foreign), ("mean_seen", seen)):
             if group:
                 results[name] = {k: float(np.mean([results[l][k] for l in group]))
                                  for k in ("mse", "p1_xx_en", "p1_en_xx")}
+        pooled = [ENGLISH] + seen
+        results["pooled"] = {"map": pooled_map(self.targets, [vectors[l] for l in pooled]), "languages": pooled}
         return results
+
+
+def evaluate_saved(folder, flores=None, max_sentences: int = 200, cache_dir=None) -> dict:
+    """The dev results of a saved student as its training would have logged them (teacher, trained languages and
+    precisions from its training log): for a student trained before a figure here existed. ``max_sentences``:
+    train's ``--dev-sentences`` (its default: 200)."""
+    from ..io import read_json
+    from ..spd import Student
+    from .trainer import LOG_NAME
+
+    log = read_json(Path(folder) / LOG_NAME)
+    settings = log["settings"]
+    teacher = Teacher(log["teacher"]["name"], pooling=settings.get("teacher_pooling"),
+                      max_length=settings["max_length"], precision=log["teacher_precision"])
+    dev = DevEvaluator(teacher, max_sentences=max_sentences, folder=flores, cache_dir=cache_dir,
+                       trained=settings["languages"])
+    return dev(Student.from_pretrained(folder), precision=log["precision"])
 
 
 def dev_summary(log: dict) -> dict:
@@ -115,7 +153,8 @@ def dev_summary(log: dict) -> dict:
     last = log["dev"][-1]
     seen, fi = last["results"][SELECT_BY], last["results"].get("fi", {})
     return {"step": last["step"], "mse": seen["mse"], "p1_en_xx": seen["p1_en_xx"], "p1_xx_en": seen["p1_xx_en"],
-            "mse_fi": fi.get("mse"), "p1_en_xx_fi": fi.get("p1_en_xx")}
+            "mse_fi": fi.get("mse"), "p1_en_xx_fi": fi.get("p1_en_xx"),
+            "pooled_map": last["results"].get("pooled", {}).get("map")}
 
 
 def markdown_table(results: dict, before: dict | None = None) -> str:
@@ -128,7 +167,7 @@ def markdown_table(results: dict, before: dict | None = None) -> str:
 
     header = "| language | MSE (x1e3) | P@1 xx→en | P@1 en→xx |"
     lines = [header, "|---|---|---|---|"]
-    for lang in results:
+    for lang in (k for k in results if k != "pooled"):
         r = results[lang]
         label = lang + (" (zero-shot)" if r.get("zero_shot") else "")
         if lang in ("mean", "mean_seen"):
@@ -136,4 +175,8 @@ def markdown_table(results: dict, before: dict | None = None) -> str:
         mse = (f"{before[lang]['mse'] * 1e3:.3f} → " if before is not None and lang in before else "") \
             + f"{r['mse'] * 1e3:.3f}"
         lines.append(f"| {label} | {mse} | {cell('p1_xx_en', lang, '{:.3f}')} | {cell('p1_en_xx', lang, '{:.3f}')} |")
+    if "pooled" in results:
+        was = f"{before['pooled']['map']:.3f} → " if before is not None and "pooled" in before else ""
+        lines += ["", f"Pooled MAP (English queries by the teacher against {', '.join(results['pooled']['languages'])} "
+                      f"by the student, all in one pool; LAReQA's task on dev data): {was}{results['pooled']['map']:.3f}"]
     return "\n".join(lines)

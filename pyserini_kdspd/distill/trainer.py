@@ -348,7 +348,8 @@ class DistillationTrainer:
         log["dev"].append({"step": step, "seconds": round(time.time() - t, 1), "results": results})
         m = results.get("mean", {})
         msg = (f"dev @ step {step}: MSE {m.get('mse', float('nan')) * 1e3:.3f}e-3 "
-               f"P@1 xx->en {m.get('p1_xx_en', float('nan')):.3f} en->xx {m.get('p1_en_xx', float('nan')):.3f}")
+               f"P@1 xx->en {m.get('p1_xx_en', float('nan')):.3f} en->xx {m.get('p1_en_xx', float('nan')):.3f} "
+               f"pooled MAP {results['pooled']['map']:.3f}")
         log.setdefault("messages", []).append(msg)
         print(msg, flush=True)
 
