@@ -94,6 +94,7 @@ def run_zeroshot(s, col, held_out: Sequence[str], extra: Sequence[str] = (), com
     from .analysis.bias import languages_of
     from .analysis.variants import encode, score, train_variants
     from .distill.bitext import find_bitext_files
+    from .distill.trainer import LOG_NAME
     from .evaluate import ttest
     from .paths import data_dir
     from .runtime import cpu_info
@@ -113,7 +114,7 @@ def run_zeroshot(s, col, held_out: Sequence[str], extra: Sequence[str] = (), com
         for v in (with_all, without):
             model, index, _ = encode(v, col, s)
             run = score(v, model, index, col, s, bias=False)["run"]
-            log = io.read_json(v.folder(s.root) / "training_log.json")
+            log = io.read_json(v.folder(s.root) / LOG_NAME)
             scored = score_groups(run, qrels, lang_of, {**groups, **{f"lang:{l}": [l] for l in collection_langs}},
                                   s.hits)
             evals[v.slug] = ev = {g: e for g, e in scored.items() if not g.startswith("lang:")}
