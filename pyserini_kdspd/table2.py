@@ -31,6 +31,7 @@ from pathlib import Path
 from . import io
 from .io import newer
 from ._cli import POSITIVE_INT, resolve_data_dir, run_jobs
+from .models.registry import DEFAULT_BACKBONE, DEFAULT_TEACHER
 
 log = logging.getLogger("pyserini_kdspd.table2")
 
@@ -72,9 +73,9 @@ class Settings:
     mode: str = "quick"
     root: Path = Path(".")
     data: Path | None = None
-    encoder: str = "multilingual-e5-small"     # the student's backbone (offline default)
-    mdpr: str = "multilingual-e5-small"        # the multilingual dense baseline (online: castorini/mdpr-tied-pft-msmarco)
-    teacher: str = "all-MiniLM-L6-v2"          # the English teacher (online: an ANCE / sentence-transformers model)
+    encoder: str = DEFAULT_BACKBONE            # the student's backbone (offline default)
+    mdpr: str = DEFAULT_BACKBONE               # the multilingual dense baseline (online: castorini/mdpr-tied-pft-msmarco)
+    teacher: str = DEFAULT_TEACHER             # the English teacher (online: an ANCE / sentence-transformers model)
     train_steps: int = TRAIN_STEPS["quick"]
     smt_aligner: str = "eflomal"
     bitext: Path | None = None
@@ -548,9 +549,9 @@ def main(argv=None) -> int:
                         f"student); full: the paper's settings where this machine allows ({TRAIN_STEPS['full']})")
     p.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default ../shared/data)")
     p.add_argument("--output-root", type=Path, default=Path("."))
-    p.add_argument("--encoder", default=None, help="student backbone (default multilingual-e5-small, packaged)")
-    p.add_argument("--mdpr", default=None, help="multilingual dense baseline (default multilingual-e5-small)")
-    p.add_argument("--teacher", default=None, help="English teacher (default all-MiniLM-L6-v2, packaged)")
+    p.add_argument("--encoder", default=None, help=f"student backbone (default {DEFAULT_BACKBONE}, packaged)")
+    p.add_argument("--mdpr", default=None, help=f"multilingual dense baseline (default {DEFAULT_BACKBONE})")
+    p.add_argument("--teacher", default=None, help=f"English teacher (default {DEFAULT_TEACHER}, packaged)")
     p.add_argument("--train-steps", type=POSITIVE_INT, default=None,
                    help="optimizer steps per student (default: by --mode); with the same --output-root a larger "
                         "number extends the finished students")

@@ -27,6 +27,8 @@ DEFAULTS = {"spd": "mse", "utspd": "mse", "mean": "kd-encoder"}
 # takes KD-SPD's. KD-Encoder has no fresh parameters (bar a projection to a wider teacher): one lr.
 LEARNING_RATES = {"spd": {"lr": 1e-4, "head_lr": 1e-3}, "utspd": {"lr": 1e-4, "head_lr": 1e-3},
                   "mean": {"lr": 5e-4, "head_lr": 5e-4}}
+# --residual left unset: per student (README: residual prompts); KD-Encoder is the residual path alone.
+RESIDUAL = {"spd": True, "utspd": True, "mean": False}
 # Flags whose value changes the trained weights: a complete folder is reused only when all match
 # (with the bitext's languages, content and sampled rows, and the precision after the environment).
 WEIGHT_FLAGS = ("student", "encoder", "teacher", "teacher_pooling", "max_pairs_per_language", "batch_per_language",
@@ -71,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-kind", choices=["decomposed", "full"], default="decomposed",
                    help="decomposed: the paper's P* ⊙ (u_k v_kᵀ), l + d parameters per language; full: one free l x d "
                         "prompt per language (the ablation), started from the decomposed prompts' values")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="spd/utspd: document vector = the encoder's mean pooling + a gated decoder output, the gate "
+                        "starting at 0, so the student starts where KD-Encoder starts (default: the student's in "
+                        "RESIDUAL, chosen on FLORES dev; README: residual prompts)")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise student outputs (default: as the teacher does; unit targets are "
                         "unreachable at lr 2e-5 from a fresh decoder's norm ~sqrt(d) otherwise)")
@@ -135,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a budget: --max-steps N and/or --max-minutes M")
     if args.student == "mean" and args.prompt_kind != "decomposed":
         parser.error(f"--prompt-kind {args.prompt_kind}: --student mean (KD-Encoder) has no prompts")
+    if args.student == "mean" and args.residual:
+        parser.error("--residual: --student mean (KD-Encoder) is the residual path alone; it has no decoder")
+    if args.residual is None:
+        args.residual = RESIDUAL[args.student]
     output = Path(args.output)
     blocker = next((p for p in (output, *output.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
@@ -278,7 +288,7 @@ def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores
     from transformers import AutoConfig
     hidden = AutoConfig.from_pretrained(resolve_model(args.encoder)).hidden_size
     config = StudentConfig(encoder=args.encoder, student=args.student, prompt_length=args.prompt_length,
-                           prompt_kind=args.prompt_kind, decoder_layers=args.decoder_layers,
+                           prompt_kind=args.prompt_kind, decoder_layers=args.decoder_layers, residual=args.residual,
                            languages=["en"] + sorted(bitexts),
                            max_length=args.max_length, normalize=normalize,
                            passage_prefix=model_settings(args.encoder).get("passage_prefix") or "",
@@ -312,6 +322,8 @@ def run_settings(args: argparse.Namespace, bitexts: dict, precision: str) -> dic
     settings = {name: getattr(args, name) for name in WEIGHT_FLAGS}
     if args.prompt_kind != "decomposed":  # recorded only off its default: runs logged before the flag still match
         settings["prompt_kind"] = args.prompt_kind
+    if args.residual:  # likewise
+        settings["residual"] = True
     loss = args.loss or DEFAULTS[args.student]
     if files := loss_files(loss):  # the content of a file an objective reads (QA pairs) changes the weights
         settings["loss_files"] = files

@@ -48,8 +48,9 @@ def variant_pairs(held_out: Sequence[str], kept: Sequence[str],
 
 
 def split_languages(bitext_languages: Sequence[str], collection_languages: Sequence[str],
-                    held_out: Sequence[str]) -> list[str]:
-    """The bitext languages to train on; a held-out language must be in both the bitext and the collection."""
+                    held_out: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(The bitext languages to train on, the held-out ones without repeats); a held-out language must be in both
+    the bitext and the collection."""
     held = list(dict.fromkeys(held_out))
     bad = [l for l in held if l not in bitext_languages or l not in collection_languages]
     if bad or not held:
@@ -59,7 +60,7 @@ def split_languages(bitext_languages: Sequence[str], collection_languages: Seque
     kept = [l for l in sorted(bitext_languages) if l not in held]
     if not kept:
         raise ValueError("every bitext language is held out: nothing left to train on")
-    return kept
+    return kept, held
 
 
 def group_qrels(qrels: Mapping[str, Mapping[str, int]], lang_of: Mapping[str, str], langs) -> dict:
@@ -102,8 +103,7 @@ def run_zeroshot(s, col, held_out: Sequence[str], extra: Sequence[str] = (), com
     lang_of = languages_of(col.by_lang)
     collection_langs = sorted(set(lang_of.values()))
     bitext = find_bitext_files(s.bitext if s.bitext else data_dir(s.data) / "bitext")
-    kept = split_languages(list(bitext), collection_langs, held_out)
-    held = list(dict.fromkeys(held_out))
+    kept, held = split_languages(list(bitext), collection_langs, held_out)
     groups = {"seen": [l for l in collection_langs if l not in held], "held_out": held}
     pairs = variant_pairs(held, kept, students)
     train_variants([v for pair in pairs for v in pair], s, extra, tag=TABLE)

@@ -62,15 +62,17 @@ def bitext_dir(tmp_path_factory, shared_data):
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory, bitext_dir, python):
     """A KD-SPD folder trained for real by the trainer CLI in two steps (MiniLM backbone and teacher,
-    one decoder layer, l = 4): cheap, and complete in every file a stock Pyserini CLI reads."""
+    one decoder layer, l = 4): cheap, and complete in every file a stock Pyserini CLI reads. Decoder only
+    (``--no-residual``): after two steps a residual student's gate has barely opened, so its language prompt
+    would hardly move a vector, and the tests of language tags need it to."""
     import subprocess
 
     root = tmp_path_factory.mktemp(SESSION_PREFIX + "student")
     out = root / "kdspd-ance"  # Pyserini's substring match alone would hand "ance" to ANCE
     proc = subprocess.run([python, "-m", "pyserini_kdspd.train", "--student", "spd", "--encoder", "all-MiniLM-L6-v2",
                            "--teacher", "all-MiniLM-L6-v2", "--bitext", str(bitext_dir), "--output", str(out),
-                           "--max-steps", "2", "--decoder-layers", "1", "--prompt-length", "4", "--no-dev",
-                           "--cache-dir", str(root / "cache"), "--quiet"],
+                           "--max-steps", "2", "--decoder-layers", "1", "--prompt-length", "4", "--no-residual",
+                           "--no-dev", "--cache-dir", str(root / "cache"), "--quiet"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

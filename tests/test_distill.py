@@ -17,6 +17,7 @@ from pyserini_kdspd.distill import (Batch, DevEvaluator, DistillationTrainer, KD
                                     MSELoss, TargetCache, Teacher, TrainingArguments, is_complete,
                                     latest_checkpoint, load_bitexts, markdown_table, read_bitext)
 from pyserini_kdspd.distill.losses import build_loss, query_teacher
+from pyserini_kdspd.distill.dev import dev_summary
 from pyserini_kdspd.distill.trainer import bitext_targets, planned_rows, precompute_targets, set_seed
 from pyserini_kdspd.io import FormatError
 from pyserini_kdspd.spd import Student, StudentConfig
@@ -289,12 +290,36 @@ def test_dev_evaluator_on_a_flores_subset(teacher, shared_data, tmp_path):
     assert results["mean_seen"]["mse"] == results["de"]["mse"]  # Finnish never selects
     assert results["pooled"]["languages"] == ["en", "de"] and 0 < results["pooled"]["map"] <= 1  # no Finnish
     assert "Pooled MAP (English queries by the teacher against en, de by the student" in table
+    # MiniLM has no query prefix: its query side is its document side
+    assert results["pooled"]["query_map"] == results["pooled"]["map"]
+    assert "Pooled MAP with the teacher's query encoder" in table
     # a student trained without German (train --languages): German is zero-shot too, and nothing is left to select by
     held = DevEvaluator(teacher, languages=["de", "fi"], max_sentences=30, trained=["el"],
                         folder=shared_data / "flores200" / "devtest", cache_dir=tmp_path)(student, precision="fp32")
     assert held["de"]["zero_shot"] and held["fi"]["zero_shot"] and not held["en"]["zero_shot"]
     assert "mean_seen" not in held and held["mean"]["mse"] == pytest.approx(results["mean"]["mse"])
     assert held["pooled"]["languages"] == ["en"]
+
+
+def test_dev_pooled_map_on_the_query_side_encodes_english_as_searches_do(shared_data, tmp_path):
+    from pyserini.encode import AutoQueryEncoder
+
+    from pyserini_kdspd.distill.dev import dev_summary, pooled_map
+
+    # MiniLM with e5's two prefixes: the query side differs from the documents' side
+    teacher = Teacher("all-MiniLM-L6-v2", max_length=32, precision="fp32", query_prefix="query:",
+                      passage_prefix="passage:")
+    dev = DevEvaluator(teacher, languages=["de"], max_sentences=20, folder=shared_data / "flores200" / "devtest",
+                       cache_dir=tmp_path)
+    student = tiny_student("mean", languages=["en", "de"])
+    results = dev(student, precision="fp32")
+    stock = AutoQueryEncoder(teacher.path, pooling="mean", l2_norm=True, prefix="query:")  # what search will use
+    queries = np.stack([stock.encode(e, max_length=32) for e in dev.english])
+    pools = [student.encode(dev.sentences[lang], lang, precision="fp32") for lang in ("en", "de")]
+    assert results["pooled"]["query_map"] == pytest.approx(pooled_map(queries, pools), abs=1e-6)
+    assert results["pooled"]["map"] == pytest.approx(pooled_map(dev.targets, pools), abs=1e-6)
+    assert results["pooled"]["query_map"] != results["pooled"]["map"]
+    assert dev_summary({"dev": [{"step": 0, "results": results}]})["pooled_query_map"] == results["pooled"]["query_map"]
 
 
 def test_pooled_map_ranks_every_languages_translations_together():

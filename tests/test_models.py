@@ -49,7 +49,7 @@ def flores(shared_data, names, per_file):
 
 # --------------------------------------------------------------------------- names and settings
 def test_aliases_resolve_and_ids_pass_through(tmp_path):
-    assert DEFAULT_BACKBONE == "multilingual-e5-small" and DEFAULT_TEACHER == "all-MiniLM-L6-v2"
+    assert DEFAULT_BACKBONE == "multilingual-e5-small" and DEFAULT_TEACHER == "multilingual-e5-small"
     for name in ("intfloat/multilingual-e5-small", "sentence-transformers/all-MiniLM-L6-v2",
                  "bert-base-uncased", str(tmp_path), "./models/student"):
         assert resolve_model(name) == name
@@ -194,7 +194,7 @@ def test_folder_works_with_pyserini_and_sentence_transformers(e5_dir, engine):
 def test_minilm_alias_loads(shared_data):
     from transformers import AutoModel, AutoTokenizer
 
-    folder = resolve_model(DEFAULT_TEACHER)
+    folder = resolve_model("all-MiniLM-L6-v2")
     model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"]
     assert AutoTokenizer.from_pretrained(folder).is_fast

@@ -138,6 +138,38 @@ def test_full_prompt_student_matches_the_decomposed_one_at_step_0_and_saves_its_
         StudentConfig(encoder="x", student="mean", prompt_kind="full")
 
 
+def test_residual_student_starts_as_kd_encoder_and_its_gate_lets_the_prompts_in(tmp_path):
+    mean = _build(student="mean")
+    langs = ["en", "de", "fr", "zh", "de", "en"]
+    for kind in ("spd", "utspd"):
+        res = _build(student=kind, residual=True, decoder_layers=2)
+        assert res.gate is not None and res.gate.shape == (res.hidden_size,) and not res.gate.any()
+        # gate 0: exactly the backbone's mean pooling, KD-Encoder's starting point, whatever the language
+        np.testing.assert_allclose(res.encode(TEXTS, langs=langs, precision="fp32"),
+                                   mean.encode(TEXTS, langs=langs, precision="fp32"), atol=1e-6)
+    # the gate takes a gradient at 0 (the decoder's output), and once open the prompts change the vector by language
+    res.train()
+    batch = res.tokenize(TEXTS[:2])
+    out = res(batch["input_ids"], batch["attention_mask"], res.lang_ids(["de", "fr"]))
+    out.sum().backward()
+    assert res.gate.grad is not None and res.gate.grad.abs().sum() > 0
+    res.eval()
+    with torch.no_grad():
+        res.gate.fill_(0.1)
+    de, fr = res.encode([GERMAN], langs="de", precision="fp32"), res.encode([GERMAN], langs="fr", precision="fp32")
+    assert not np.allclose(de, fr, atol=1e-4)
+    assert not np.allclose(de, mean.encode([GERMAN], langs="de", precision="fp32"), atol=1e-4)
+    folder = res.save_pretrained(tmp_path / "res")
+    loaded = Student.from_pretrained(folder)
+    assert loaded.config.residual and torch.equal(loaded.gate, res.gate)
+    np.testing.assert_array_equal(loaded.encode([GERMAN], langs="de", precision="fp32"), de)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    del config["residual"]  # a folder saved before the field existed has no residual path
+    assert not StudentConfig.from_dict(config).residual
+    with pytest.raises(ValueError, match="residual: student 'mean'"):
+        StudentConfig(encoder="x", student="mean", residual=True)
+
+
 def test_unseen_language_uses_average_and_warns_once(spd, caplog):
     spd._warned_langs.clear()
     with caplog.at_level(logging.WARNING, logger="pyserini_kdspd.spd.student"):

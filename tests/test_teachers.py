@@ -15,7 +15,9 @@ from pyserini_kdspd.distill import Teacher
 from pyserini_kdspd.distill.dev import evaluate_saved
 from pyserini_kdspd.evaluate import evaluate
 from pyserini_kdspd.models import encode_folder, resolve_model
-from pyserini_kdspd.teachers import dev_figures
+from pyserini_kdspd import teachers
+from pyserini_kdspd.teachers import STUDENTS, dev_figures
+from pyserini_kdspd.train import RESIDUAL
 from test_langid import mini_data  # noqa: F401  (fixtures: three XQuAD-R paragraphs; bitext and FLORES cuts)
 from test_train_cli import tiny
 from test_variants import small_data  # noqa: F401
@@ -125,9 +127,11 @@ def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(pytho
     (row,) = meta["rows"]
     qrels = tmp_path / "qrels" / "lareqa.txt"
     assert len(io.read_qrels(qrels)) == 15
-    for label in ("KD-Encoder", "KD-SPD"):
+    residual = {}
+    for label, _, _, _ in STUDENTS:
         log = io.read_json(tmp_path / "models" / "teachers" / "all-MiniLM-L6-v2" / log_folder(label) /
                            "training_log.json")
+        residual[label] = log["settings"].get("residual", False)
         assert log["steps"] == 2 and log["settings"]["teacher"] == "all-MiniLM-L6-v2"
         assert log["settings"]["languages"] == ["de", "el", "fr"]
         assert row["students"][label]["dev"]["p1_en_xx"] == log["dev"][-1]["results"]["mean_seen"]["p1_en_xx"]
@@ -144,9 +148,19 @@ def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(pytho
                                                     metrics=("recip_rank",)).mean["recip_rank"])
     assert row["ceiling"] > 0.5  # MiniLM answers English questions well (0.64 here; chance on ~18 sentences: 0.19)
     table = (tmp_path / "runs" / "teachers" / "table5.md").read_text()
-    assert f"| **all-MiniLM-L6-v2** | {row['ceiling']:.3f}" in table and table.count("| KD-SPD |") == 1
+    # KD-SPD is train's default; the third row has the other document vector
+    assert residual["KD-SPD"] is RESIDUAL["spd"] and residual[STUDENTS[2][0]] is not RESIDUAL["spd"]
+    assert not residual["KD-Encoder"]
+    assert residual == {label: teachers.residual(label) for label in residual}
+    assert meta["chosen_residual"] == residual[meta["chosen_student"]]
+    assert f"| **all-MiniLM-L6-v2** | {row['ceiling']:.3f}" in table
+    assert table.count("| KD-SPD |") + table.count("| **KD-SPD** |") == 1
+    assert f"| **{meta['chosen_student']}** |" in table  # the chosen KD-SPD row
+    assert f"{STUDENTS[2][0]}" in table
     assert "all 199 sentences" in table  # the slice's size, not the full collection's
-    assert f"| KD-SPD | {row['students']['KD-SPD']['dev']['pooled_map']:.3f} |" in table  # what chooses the teacher
+    dev = row["students"]["KD-SPD"]["dev"]
+    assert f"KD-SPD{'**' if meta['chosen_student'] == 'KD-SPD' else ''} | {dev['pooled_map']:.3f} | " \
+           f"{dev['pooled_query_map']:.3f} |" in table  # the second chooses
 
     # a student trained before the pooled MAP existed is evaluated again from its folder, as its training would have
     folder = tmp_path / "models" / "teachers" / "all-MiniLM-L6-v2" / "kdspd"
@@ -158,5 +172,15 @@ def test_table5_trains_both_students_per_teacher_and_scores_them_on_lareqa(pytho
     assert dev_figures(folder, table5_data) == row["students"]["KD-SPD"]["dev"]
 
 
+def test_the_teacher_and_kdspds_document_vector_are_chosen_together_on_dev():
+    def row(teacher, *figures):  # the dev figure of each student of STUDENTS
+        return {"teacher": teacher, "students": {label: {"dev": {teachers.CHOOSE_BY: f}}
+                                                 for (label, _, _, _), f in zip(STUDENTS, figures)}}
+    other = STUDENTS[2][0]
+    # the best KD-SPD cell wins, whichever document vector it has; KD-Encoder never chooses
+    assert teachers.choose([row("a", 0.99, 0.6, 0.9), row("b", 0.5, 0.8, 0.1)]) == ("a", other)
+    assert teachers.choose([row("a", 0.99, 0.6, 0.7), row("b", 0.5, 0.8, 0.1)]) == ("b", "KD-SPD")
+
+
 def log_folder(label: str) -> str:
-    return {"KD-Encoder": "kd-encoder", "KD-SPD": "kdspd"}[label]
+    return {label: folder for label, _, folder, _ in STUDENTS}[label]

@@ -35,6 +35,11 @@ def test_every_variant_is_a_train_command_of_the_drivers_kdspd(module, tmp_path)
         assert {v.loss() for v in module.VARIANTS[1:]} >= {"score-kd", "mse+score-kd:0.5"}
     else:
         assert {"utspd", "spd-l10", "spd-l60", "spd-n2", "spd-full", "kd-encoder"} <= set(slugs)
+        # the residual path: the driver's choice, and the other one an ablation row
+        from pyserini_kdspd.train import RESIDUAL
+        other = next(v for v in module.VARIANTS if v.slug in ("spd-decoder-only", "spd-residual"))
+        residual = build_parser().parse_args(train_command(s)[3:] + list(other.train_args) + ["--output", "x"]).residual
+        assert residual is not RESIDUAL["spd"] and isinstance(residual, bool)
 
 
 def _fake_driver_folder(folder, log: dict) -> None:

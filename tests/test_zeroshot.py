@@ -25,7 +25,7 @@ def test_a_groups_figures_count_only_its_languages_answers_in_the_mixed_ranking(
 
 def test_held_out_languages_must_be_in_the_bitext_and_the_collection_and_leave_some_to_train():
     bitext, lareqa = ["de", "el", "fr"], ["de", "el", "en", "th"]
-    assert zeroshot.split_languages(bitext, lareqa, ["el", "el"]) == ["de", "fr"]
+    assert zeroshot.split_languages(bitext, lareqa, ["el", "el"]) == (["de", "fr"], ["el"])
     for bad in (["th"], ["fr"], ["en"], []):  # not in the bitext; not in LAReQA; English (no en-en bitext); nothing
         with pytest.raises(ValueError, match="each must be a language of both the bitext"):
             zeroshot.split_languages(bitext, lareqa, bad)

@@ -100,6 +100,11 @@ class DevEvaluator:
         cache = TargetCache(teacher, self.english, "flores-" + texts_key(self.english), cache_dir)
         self.targets = cache.get(np.arange(len(self.english)))
         cache.flush()
+        from .losses.base import query_teacher  # the search side: the teacher's query encoder (e5: `query: `)
+
+        queries = TargetCache(query_teacher(teacher), self.english, "flores-" + texts_key(self.english), cache_dir)
+        self.queries = queries.get(np.arange(len(self.english)))
+        queries.flush()
 
     def __call__(self, student, precision: str | None = None) -> dict:
         """``{lang: {mse, p1_xx_en, p1_en_xx, zero_shot}, "mean": ..., "mean_seen": ...}``."""
@@ -126,7 +131,9 @@ class DevEvaluator:
                 results[name] = {k: float(np.mean([results[l][k] for l in group]))
                                  for k in ("mse", "p1_xx_en", "p1_en_xx")}
         pooled = [ENGLISH] + seen
-        results["pooled"] = {"map": pooled_map(self.targets, [vectors[l] for l in pooled]), "languages": pooled}
+        pools = [vectors[l] for l in pooled]
+        results["pooled"] = {"map": pooled_map(self.targets, pools), "query_map": pooled_map(self.queries, pools),
+                             "languages": pooled}
         return results
 
 
@@ -154,7 +161,8 @@ def dev_summary(log: dict) -> dict:
     seen, fi = last["results"][SELECT_BY], last["results"].get("fi", {})
     return {"step": last["step"], "mse": seen["mse"], "p1_en_xx": seen["p1_en_xx"], "p1_xx_en": seen["p1_xx_en"],
             "mse_fi": fi.get("mse"), "p1_en_xx_fi": fi.get("p1_en_xx"),
-            "pooled_map": last["results"].get("pooled", {}).get("map")}
+            "pooled_map": last["results"].get("pooled", {}).get("map"),
+            "pooled_query_map": last["results"].get("pooled", {}).get("query_map")}
 
 
 def markdown_table(results: dict, before: dict | None = None) -> str:
@@ -179,4 +187,8 @@ def markdown_table(results: dict, before: dict | None = None) -> str:
         was = f"{before['pooled']['map']:.3f} → " if before is not None and "pooled" in before else ""
         lines += ["", f"Pooled MAP (English queries by the teacher against {', '.join(results['pooled']['languages'])} "
                       f"by the student, all in one pool; LAReQA's task on dev data): {was}{results['pooled']['map']:.3f}"]
+        if "query_map" in results["pooled"]:  # logs written before the query side was measured have none
+            was = f"{before['pooled']['query_map']:.3f} → " if before and "query_map" in before.get("pooled", {}) else ""
+            lines.append(f"Pooled MAP with the teacher's query encoder (how searches encode English queries): "
+                         f"{was}{results['pooled']['query_map']:.3f}")
     return "\n".join(lines)

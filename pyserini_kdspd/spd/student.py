@@ -4,6 +4,10 @@ Three kinds share one class so training, saving and Pyserini encoding treat them
 
 * ``"spd"``   -- KD-SPD (paper section 3.2): language prompt (l x d) cross-attends to the
   encoder token states T through N = 6 layers; document vector = mean of the l outputs.
+  With ``residual`` (off in the paper), the document vector is instead mean-pool(T) + g ⊙ decoder,
+  g a per-dimension gate starting at 0: the student starts where KD-Encoder starts (the backbone's own
+  pooled vector) and the language prompts learn a correction, rather than the decoder learning the
+  whole space from a random start. The same holds for ``"utspd"``.
 * ``"utspd"`` -- the universal-transformer variant (paper Table 4): one shared layer
   applied N = 12 times with temporal embeddings.
 * ``"mean"``  -- the KD-Encoder baseline (Reimers & Gurevych 2020): mean pooling of T,
@@ -71,7 +75,8 @@ class StudentConfig:
     e5-small) when left at 0. ``decoder_layers`` None means the paper's default for the
     kind: 6 layers for spd, 12 steps for utspd. ``prompt_kind``: ``"decomposed"`` (the paper's
     P* ⊙ (u_k v_kᵀ)) or ``"full"`` (one free l x d prompt per language, the ablation); folders saved
-    before the field existed load as decomposed.
+    before the field existed load as decomposed. ``residual``: add the decoder to the encoder's mean-pooled
+    vector through a gate starting at 0 (module docstring); folders saved before the field load without.
     """
 
     encoder: str
@@ -86,6 +91,7 @@ class StudentConfig:
     output_dim: int | None = None
     max_length: int = 180
     normalize: bool = False
+    residual: bool = False
     passage_prefix: str = ""
     teacher: dict = field(default_factory=dict)
 
@@ -104,6 +110,8 @@ class StudentConfig:
         if self.prompt_kind not in PROMPT_KINDS:
             raise ValueError(f"StudentConfig.prompt_kind must be one of {tuple(PROMPT_KINDS)}, "
                              f"got {self.prompt_kind!r}")
+        if self.student == "mean" and self.residual:
+            raise ValueError("residual: student 'mean' (KD-Encoder) is the residual path alone; it has no decoder")
         if self.student == "mean" and self.prompt_kind != "decomposed":
             raise ValueError(f"prompt_kind={self.prompt_kind!r}: student 'mean' (KD-Encoder) has no prompts")
         if self.max_length < 2:
@@ -213,6 +221,8 @@ class Student(nn.Module):
             else:
                 self.decoder = UTSPDDecoder(d, config.prompt_length, config.decoder_layers, config.num_heads, ffn,
                                             config.dropout)
+        # g: the decoder's share of the vector, per dimension, 0 at the start (config.residual)
+        self.gate = nn.Parameter(torch.zeros(d)) if config.residual else None
         out = config.output_dim or d
         if out != d:
             self.projection = nn.Linear(d, out)
@@ -413,16 +423,20 @@ class Student(nn.Module):
             attention_mask = attention_mask.clone()
             attention_mask[empty, 0] = 1
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # T: (B, n, d)
-        if self.decoder is None:
+        if self.decoder is None or self.gate is not None:
             # sum in fp32: a bf16 sum over hundreds of tokens loses precision
             m = attention_mask.unsqueeze(-1).to(torch.float32)
-            pooled = (states.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+            mean = (states.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        if self.decoder is None:
+            pooled = mean
         else:
             if lang_ids is None:
                 lang_ids = torch.full((input_ids.shape[0],), self.average_lang_id, dtype=torch.long)
             lang_ids = lang_ids.to(states.device)
             prompts = self.prompts(lang_ids).to(states.dtype)
             pooled = self.decoder(prompts, states, attention_mask == 0)
+            if self.gate is not None:
+                pooled = mean + self.gate * pooled.float()
         if self.projection is not None:
             pooled = self.projection(pooled)
         pooled = pooled.float()
