@@ -97,14 +97,17 @@ class DevEvaluator:
         for l, s in self.sentences.items():
             if len(s) != len(self.english):
                 raise ValueError(f"FLORES {l}: {len(s)} sentences, English has {len(self.english)}")
-        cache = TargetCache(teacher, self.english, "flores-" + texts_key(self.english), cache_dir)
-        self.targets = cache.get(np.arange(len(self.english)))
-        cache.flush()
         from .losses.base import query_teacher  # the search side: the teacher's query encoder (e5: `query: `)
 
-        queries = TargetCache(query_teacher(teacher), self.english, "flores-" + texts_key(self.english), cache_dir)
-        self.queries = queries.get(np.arange(len(self.english)))
-        queries.flush()
+        def vectors(encoder: Teacher) -> np.ndarray:
+            cache = TargetCache(encoder, self.english, "flores-" + texts_key(self.english), cache_dir)
+            out = cache.get(np.arange(len(self.english)))
+            cache.flush()
+            return out
+
+        self.targets = vectors(teacher)
+        queries = query_teacher(teacher)  # the teacher itself when queries encode as documents (MiniLM)
+        self.queries = self.targets if queries is teacher else vectors(queries)
 
     def __call__(self, student, precision: str | None = None) -> dict:
         """``{lang: {mse, p1_xx_en, p1_en_xx, zero_shot}, "mean": ..., "mean_seen": ...}``."""

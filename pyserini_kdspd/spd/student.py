@@ -194,6 +194,12 @@ def _strip_pooler(encoder: nn.Module) -> None:
         encoder.pooler = None
 
 
+def _mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the unmasked token states, summed in fp32: a bf16 sum over hundreds of tokens loses precision."""
+    m = attention_mask.unsqueeze(-1).to(torch.float32)
+    return (states.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
 class Student(nn.Module):
     """Encoder + (prompts, decoder | mean pooling) + optional projection. See module docstring."""
 
@@ -423,12 +429,8 @@ class Student(nn.Module):
             attention_mask = attention_mask.clone()
             attention_mask[empty, 0] = 1
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # T: (B, n, d)
-        if self.decoder is None or self.gate is not None:
-            # sum in fp32: a bf16 sum over hundreds of tokens loses precision
-            m = attention_mask.unsqueeze(-1).to(torch.float32)
-            mean = (states.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
         if self.decoder is None:
-            pooled = mean
+            pooled = _mean_pool(states, attention_mask)
         else:
             if lang_ids is None:
                 lang_ids = torch.full((input_ids.shape[0],), self.average_lang_id, dtype=torch.long)
@@ -436,7 +438,7 @@ class Student(nn.Module):
             prompts = self.prompts(lang_ids).to(states.dtype)
             pooled = self.decoder(prompts, states, attention_mask == 0)
             if self.gate is not None:
-                pooled = mean + self.gate * pooled.float()
+                pooled = _mean_pool(states, attention_mask) + self.gate * pooled.float()
         if self.projection is not None:
             pooled = self.projection(pooled)
         pooled = pooled.float()
