@@ -93,9 +93,10 @@ def rewrite_readme_block(readme: Path, key: str, block: Callable[[], str], what:
     return run_cli(work)
 
 
-def run_jobs(jobs: list[tuple[str, list[str], Path]], width: int = 2, tag: str = "train") -> None:
+def run_jobs(jobs: list[tuple[str, list[str], Path]], width: int = 2, tag: str = "train",
+             every: float = 60) -> None:
     """Run ``(label, command, log file)`` jobs ``width`` at a time, each appending to its log; print each
-    job's last progress line once a minute. Raises RuntimeError naming the log of the first failure.
+    job's last progress line every ``every`` seconds when it changed (a quiet training prints nothing between dev checks). Raises RuntimeError naming the log of the first failure.
 
     Two 1-thread trainings side by side get more steps per hour out of a 2-core CPU than two
     sequential 2-thread ones (README: training notes), so drivers run them this way.
@@ -104,7 +105,7 @@ def run_jobs(jobs: list[tuple[str, list[str], Path]], width: int = 2, tag: str =
     import time
 
     pending, running, failed = list(jobs), [], []
-    last = time.monotonic()
+    last, shown = time.monotonic(), {}
     while pending or running:
         while pending and len(running) < max(1, width):
             label, cmd, log_file = pending.pop(0)
@@ -115,16 +116,19 @@ def run_jobs(jobs: list[tuple[str, list[str], Path]], width: int = 2, tag: str =
             f.flush()
             running.append((label, subprocess.Popen(list(map(str, cmd)), stdout=f, stderr=subprocess.STDOUT),
                             f, log_file))
-        time.sleep(1)  # a reused run returns in seconds; progress is printed once a minute
+        time.sleep(min(1, every))  # a reused run returns in seconds; progress is printed once a minute
         for job in [j for j in running if j[1].poll() is not None]:
             running.remove(job)
             job[2].close()
             if job[1].returncode != 0:
                 failed.append(f"{job[0]} (exit {job[1].returncode}; see {job[3]})")
-        if time.monotonic() - last >= 60:
+        if time.monotonic() - last >= every:
             last = time.monotonic()
             for label, _, _, log_file in running:
-                print(f"[{tag}] {label}: {last_line(log_file)}", flush=True)
+                line = last_line(log_file)
+                if line and shown.get(label) != line:
+                    shown[label] = line
+                    print(f"[{tag}] {label}: {line}", flush=True)
     if failed:
         raise RuntimeError("failed: " + "; ".join(failed))
 

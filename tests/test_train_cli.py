@@ -196,3 +196,19 @@ def test_a_full_prompt_needs_a_student_with_prompts(tmp_path, capsys):
     assert err.value.code == 2 and "--prompt-kind full: --student mean (KD-Encoder) has no prompts" in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+def test_run_jobs_shows_each_progress_line_once_and_names_the_failed_log(tmp_path, capsys):
+    """The drivers' side-by-side runner: a quiet job whose last line does not change is not repeated every
+    poll, every job's output lands in its own log, and a failure raises with that log's path."""
+    import sys
+
+    from pyserini_kdspd._cli import run_jobs
+    quiet = [sys.executable, "-c", "import time; print('dev @ step 0', flush=True); time.sleep(2.5)"]
+    jobs = [("a", quiet, tmp_path / "a.log"), ("b", [sys.executable, "-c", "print('x'); raise SystemExit(3)"],
+                                               tmp_path / "b.log")]
+    with pytest.raises(RuntimeError, match=r"b \(exit 3; see .*b\.log\)"):
+        run_jobs(jobs, width=2, tag="t", every=0.2)
+    out = capsys.readouterr().out
+    assert out.count("[t] a: dev @ step 0") == 1
+    assert "dev @ step 0" in (tmp_path / "a.log").read_text() and "x" in (tmp_path / "b.log").read_text()
