@@ -451,6 +451,7 @@ def _students_table(root: Path, students: dict) -> list[str]:
     from .distill.dev import dev_summary
     from .distill.trainer import budget_kind
 
+    made = []
     lines = ["| student | budget | steps | s/step (wall) | s/step (median step) | seed | precision | threads "
              "| peak RSS (GB) | FLORES dev MSE (x1e3) | P@1 en→xx | P@1 xx→en | fi P@1 en→xx "
              "| pooled MAP doc / query |",
@@ -466,6 +467,8 @@ def _students_table(root: Path, students: dict) -> list[str]:
         figures = ([dev["mse"] * 1e3, dev["p1_en_xx"], dev["p1_xx_en"], dev["p1_en_xx_fi"]] if dev
                    else [None] * 4)
         pooled = [dev.get("pooled_map"), dev.get("pooled_query_map")] if dev else [None, None]
+        if log.get("settings"):
+            made.append(f"{label}: {_student_settings(log['settings'])}")
         lines.append(f"| {label} | {budget_kind(log)} | {steps} | {log['elapsed_seconds'] / steps:.2f} "
                      f"| {log['seconds_per_step_median']:.2f} | {log['args']['seed']} | {log['precision']} "
                      f"| {log['threads']} | {log['peak_rss_mb'] / 1024:.1f} | "
@@ -476,7 +479,20 @@ def _students_table(root: Path, students: dict) -> list[str]:
               "teacher's English sentences as queries against the student's vectors of English and every training "
               "language in one pool, with the teacher's document / query encoder on the query side (the query "
               "side chose the teacher and KD-SPD's document vector: [Teachers](#teachers))."]
+    if made:
+        lines += ["", "Trained as: " + "; ".join(made) + "."]
     return lines
+
+
+def _student_settings(settings: dict) -> str:
+    """What a student was trained as, from its training log: backbone, teacher, loss, learning rates and,
+    for KD-SPD, the document vector (the paper's decoder output, or the residual one of train --residual)."""
+    text = (f"backbone {settings['encoder']}, teacher {settings['teacher']}, loss `{settings['loss']}`, "
+            f"lr {settings['lr']:g}")
+    if settings["student"] != "mean":
+        vector = "mean pooling + gated decoder output (residual)" if settings.get("residual") else "decoder output"
+        text += f", head-lr {settings['head_lr']:g}, l = {settings['prompt_length']}, document vector: {vector}"
+    return text
 
 
 def _stages_table(history: list[dict]) -> list[str]:

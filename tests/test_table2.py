@@ -135,6 +135,9 @@ def recorded(tmp_path_factory, shared_data):
     io.write_json(student / LOG_NAME, {"complete": True, "budget": "steps", "steps": 1200, "elapsed_seconds": 3300.0,
                                        "seconds_per_step_median": 2.5, "args": {"seed": 3, "max_minutes": None},
                                        "precision": "bf16", "threads": 1, "peak_rss_mb": 7372.8,
+                                       "settings": {"student": "spd", "encoder": "multilingual-e5-small",
+                                                    "teacher": "multilingual-e5-small", "loss": "mse", "lr": 1e-4,
+                                                    "head_lr": 1e-3, "prompt_length": 30, "residual": True},
                                        "dev": [{"step": 0, "results": {}}, {"step": 1200, "results": {
                                            "mean_seen": {"mse": 0.0018294, "p1_en_xx": 0.985, "p1_xx_en": 0.974},
                                            "fi": {"mse": 0.002085, "p1_en_xx": 0.95, "p1_xx_en": 0.925},
@@ -166,6 +169,9 @@ def test_readme_block_is_rewritten_from_the_records(recorded, tmp_path):
     # FLORES dev after training: the training languages' mean, then Finnish (zero-shot), then pooled MAP
     assert ("| KD-SPD | steps | 1200 | 2.75 | 2.50 | 3 | bf16 | 1 | 7.2 | 1.829 | 0.985 | 0.974 | 0.950 "
             "| 0.987 / 0.963 |") in block
+    assert ("Trained as: KD-SPD: backbone multilingual-e5-small, teacher multilingual-e5-small, loss `mse`, "
+            "lr 0.0001, head-lr 0.001, l = 30, document vector: mean pooling + gated decoder output (residual).") \
+        in block
     assert "| lareqa: evaluate |" in block and "clef: evaluate" not in block
     meta = io.read_json(root / "runs/lareqa/table2.json")
     assert meta["runs"]["KD-SPD"] == {"file": "runs/lareqa/kdspd.txt",
