@@ -21,10 +21,11 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -234,9 +235,13 @@ def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Pat
               ("Teacher (English only)", DenseModel.from_name("teacher", s.teacher))]
     models += [(label, DenseModel.from_name(Path(p).name, str(p))) for label, p in students.items()]
     corpus_file = next(Path(col.corpus_dir).glob("*.jsonl"))
+    encoded: dict[Path, DenseModel] = {}
     for label, model in models:
         with st(f"{col.name}: encode + search {label} ({model.name})"):
-            index = encode_corpus(model, col.corpus_dir, idx_dir / model.name, force=s.force)
+            index = shared_index(model, encoded, idx_dir / model.name)
+            if index is None:
+                index = encode_corpus(model, col.corpus_dir, idx_dir / model.name, force=s.force)
+            encoded[index] = model
             rows[label] = search(model, index, col.topics, runs_dir / f"{model.name}.txt", hits=s.hits,
                                  threads=s.threads, force=s.force, extra_args=extra)
         if label == "mDPR":
@@ -249,6 +254,25 @@ def dense_rows(col: Collection, s: Settings, st: Stages, students: dict[str, Pat
                 rows["mDPR + Score"] = _fuse_to(lang_runs, "minmax", runs_dir / "mdpr+score.txt", s.seed, s.hits,
                                                 "mdpr-score")
     return rows
+
+
+def shared_index(model, encoded: dict, target: Path) -> Path | None:
+    """When a model encodes documents exactly as one already encoded (the offline default's teacher is mDPR's
+    multilingual-e5-small, with the same prefixes), ``target`` becomes a link to that index instead of a
+    second 13k-sentence encoding; None when no such model was encoded."""
+    same = next((index for index, done in encoded.items() if replace(done, name=model.name) == model),
+                None)
+    if same is None:
+        return None
+    if not (target.is_symlink() and target.resolve() == same.resolve()):
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)  # an index of an earlier run, when the two models still differed
+        target.symlink_to(os.path.relpath(same, target.parent), target_is_directory=True)  # the root can move
+    print(f"[reuse] {model.name} encodes documents exactly as {encoded[same].name}: {target} links to {same.name}",
+          flush=True)
+    return target
 
 
 def smt_dir(s: Settings) -> Path:

@@ -10,6 +10,7 @@ a wall-clock budget.
 import dataclasses
 import gzip
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -249,3 +250,27 @@ def test_ibm1_smt_tables_are_the_same_in_two_fresh_roots(tmp_path, shared_data):
         assert json.loads(header[2:])["model"] == "ibm1"
         tables.append(table_lines)  # the header also holds the seconds it took
     assert len(tables[0]) > 100 and tables[0] == tables[1]
+
+
+def test_a_model_that_encodes_documents_alike_reuses_the_index(tmp_path, capsys):
+    """The offline default's teacher is mDPR's model with the same prefixes: one encoding serves both rows
+    (a link, so the 2CR matrix still finds indexes/<collection>/teacher); any difference encodes anew."""
+    from pyserini_kdspd.search.dense import DenseModel
+    from pyserini_kdspd.table2 import shared_index
+
+    mdpr = DenseModel.from_name("mdpr", "multilingual-e5-small")
+    index = tmp_path / "indexes" / "mdpr"
+    index.mkdir(parents=True)
+    (index / "docid").write_text("d1\n", encoding="utf-8")
+    encoded = {index: mdpr}
+    stale = tmp_path / "indexes" / "teacher"
+    stale.mkdir()  # an earlier run's own teacher index
+    teacher = DenseModel.from_name("teacher", "multilingual-e5-small")
+    for _ in range(2):  # and again: the link is kept
+        assert shared_index(teacher, encoded, stale) == stale
+        assert stale.is_symlink() and (stale / "docid").read_text(encoding="utf-8") == "d1\n"
+        assert os.readlink(stale) == "mdpr"  # relative: the output root can move
+    assert "teacher encodes documents exactly as mdpr" in capsys.readouterr().out
+    assert shared_index(DenseModel.from_name("teacher", "all-MiniLM-L6-v2"), encoded, tmp_path / "t2") is None
+    other_prefix = dataclasses.replace(teacher, passage_prefix=None)
+    assert shared_index(other_prefix, encoded, tmp_path / "t3") is None and not (tmp_path / "t3").exists()
