@@ -492,7 +492,7 @@ def _students_table(root: Path, students: dict) -> list[str]:
                    else [None] * 4)
         pooled = [dev.get("pooled_map"), dev.get("pooled_query_map")] if dev else [None, None]
         if log.get("settings"):
-            made.append(f"{label}: {_student_settings(log['settings'])}")
+            made.append(f"{label}: {_student_settings(log['settings'])}{_gate(folder)}")
         lines.append(f"| {label} | {budget_kind(log)} | {steps} | {log['elapsed_seconds'] / steps:.2f} "
                      f"| {log['seconds_per_step_median']:.2f} | {log['args']['seed']} | {log['precision']} "
                      f"| {log['threads']} | {log['peak_rss_mb'] / 1024:.1f} | "
@@ -506,6 +506,19 @@ def _students_table(root: Path, students: dict) -> list[str]:
     if made:
         lines += ["", "Trained as: " + "; ".join(made) + "."]
     return lines
+
+
+def _gate(folder: Path) -> str:
+    """How far a residual student's gate opened: near 0, its vector is still the encoder's mean pooling and the
+    prompts barely matter."""
+    from safetensors import safe_open
+
+    from .spd.student import WEIGHTS_NAME
+    with safe_open(str(folder / WEIGHTS_NAME), "pt") as f:
+        if "gate" not in f.keys():
+            return ""
+        g = f.get_tensor("gate").float().abs()
+    return f" (its gate after training: mean |g| {g.mean().item():.2g}, largest {g.max().item():.2g})"
 
 
 def _student_settings(settings: dict) -> str:

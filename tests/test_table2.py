@@ -132,7 +132,8 @@ def recorded(tmp_path_factory, shared_data):
         f.write(table(col, rows, hits=20) + "\n")
     student = root / "models" / "kdspd"
     student.mkdir(parents=True)
-    save_file({"prompts.shared": torch.zeros(2, 3)}, str(student / "model.safetensors"))
+    save_file({"prompts.shared": torch.zeros(2, 3), "gate": torch.tensor([0.001, -0.02, 0.0])},
+              str(student / "model.safetensors"))
     io.write_json(student / LOG_NAME, {"complete": True, "budget": "steps", "steps": 1200, "elapsed_seconds": 3300.0,
                                        "seconds_per_step_median": 2.5, "args": {"seed": 3, "max_minutes": None},
                                        "precision": "bf16", "threads": 1, "peak_rss_mb": 7372.8,
@@ -171,7 +172,8 @@ def test_readme_block_is_rewritten_from_the_records(recorded, tmp_path):
     assert ("| KD-SPD | steps | 1200 | 2.75 | 2.50 | 3 | bf16 | 1 | 7.2 | 1.829 | 0.985 | 0.974 | 0.950 "
             "| 0.987 / 0.963 |") in block
     assert ("Trained as: KD-SPD: backbone multilingual-e5-small, teacher multilingual-e5-small, loss `mse`, "
-            "lr 0.0001, head-lr 0.001, l = 30, document vector: mean pooling + gated decoder output (residual).") \
+            "lr 0.0001, head-lr 0.001, l = 30, document vector: mean pooling + gated decoder output (residual) "
+            "(its gate after training: mean |g| 0.007, largest 0.02).") \
         in block
     assert "| lareqa: evaluate |" in block and "clef: evaluate" not in block
     meta = io.read_json(root / "runs/lareqa/table2.json")
