@@ -25,8 +25,8 @@ from ._cli import NATURAL, NONNEGATIVE, POSITIVE, POSITIVE_INT, number_type
 DEFAULTS = {"spd": "mse", "utspd": "mse", "mean": "kd-encoder"}
 # Chosen by `python -m pyserini_kdspd.sweep` on FLORES-200 dev (README: learning rates); UTSPD, not swept,
 # takes KD-SPD's. KD-Encoder has no fresh parameters (bar a projection to a wider teacher): one lr.
-LEARNING_RATES = {"spd": {"lr": 1e-4, "head_lr": 1e-3}, "utspd": {"lr": 1e-4, "head_lr": 1e-3},
-                  "mean": {"lr": 5e-4, "head_lr": 5e-4}}
+LEARNING_RATES = {"spd": {"lr": 1e-4, "head_lr": 3e-3}, "utspd": {"lr": 1e-4, "head_lr": 3e-3},
+                  "mean": {"lr": 2e-4, "head_lr": 2e-4}}
 # --residual left unset: per student (README: residual prompts); KD-Encoder is the residual path alone.
 RESIDUAL = {"spd": True, "utspd": True, "mean": False}
 # Flags whose value changes the trained weights: a complete folder is reused only when all match
