@@ -96,7 +96,8 @@ def rewrite_readme_block(readme: Path, key: str, block: Callable[[], str], what:
 def run_jobs(jobs: list[tuple[str, list[str], Path]], width: int = 2, tag: str = "train",
              every: float = 60) -> None:
     """Run ``(label, command, log file)`` jobs ``width`` at a time, each appending to its log; print each
-    job's last progress line every ``every`` seconds when it changed (a quiet training prints nothing between dev checks). Raises RuntimeError naming the log of the first failure.
+    job's last progress line every ``every`` seconds when it changed (a quiet training prints nothing between
+    dev checks). Raises RuntimeError naming the log of the first failure.
 
     Two 1-thread trainings side by side get more steps per hour out of a 2-core CPU than two
     sequential 2-thread ones (README: training notes), so drivers run them this way.
@@ -116,7 +117,7 @@ def run_jobs(jobs: list[tuple[str, list[str], Path]], width: int = 2, tag: str =
             f.flush()
             running.append((label, subprocess.Popen(list(map(str, cmd)), stdout=f, stderr=subprocess.STDOUT),
                             f, log_file))
-        time.sleep(min(1, every))  # a reused run returns in seconds; progress is printed once a minute
+        time.sleep(min(1, every))  # a reused run returns in seconds
         for job in [j for j in running if j[1].poll() is not None]:
             running.remove(job)
             job[2].close()

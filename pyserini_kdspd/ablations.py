@@ -15,7 +15,9 @@ from __future__ import annotations
 import sys
 
 from .analysis.variants import Variant, main as variants_main
-from .train import RESIDUAL
+from .train import other_vector
+
+_OTHER = other_vector("spd")
 
 VARIANTS = (
     Variant("KD-SPD (l=30, N=6, MSE)", "kdspd", ("--student", "spd"), driver="kdspd"),
@@ -24,9 +26,8 @@ VARIANTS = (
     Variant("l = 60", "spd-l60", ("--student", "spd", "--prompt-length", "60")),
     Variant("N = 2", "spd-n2", ("--student", "spd", "--decoder-layers", "2")),
     Variant("full prompt per language", "spd-full", ("--student", "spd", "--prompt-kind", "full")),
-    # the residual path is the driver's choice (train.RESIDUAL, chosen on FLORES dev): the other one is the ablation
-    Variant("decoder only (paper)", "spd-decoder-only", ("--student", "spd", "--no-residual")) if RESIDUAL["spd"] else
-    Variant("mean pooling + gated decoder", "spd-residual", ("--student", "spd", "--residual")),
+    # the document vector is the driver's choice (train.RESIDUAL, chosen on FLORES dev): the other one is the ablation
+    Variant(_OTHER[0], f"spd-{_OTHER[1]}", ("--student", "spd", _OTHER[2])),
     Variant("no decoder (KD-Encoder)", "kd-encoder", ("--student", "mean"), driver="kd-encoder"),
 )
 NOTE = ("Learning rates: KD-SPD's, chosen by the FLORES dev sweep (`python -m pyserini_kdspd.sweep`), for every "

@@ -28,14 +28,14 @@ from ._cli import NATURAL, POSITIVE_INT, add_driver_flags, run_jobs, train_passt
 from .ceiling import slug
 from .distill.dev import dev_summary
 from .distill.trainer import LOG_NAME
-from .train import RESIDUAL
+from .train import RESIDUAL, other_vector
 
 TEACHERS = ("all-MiniLM-L6-v2", "multilingual-e5-small", "all-mpnet-base-v2")
 # label, train --student, folder, extra train flags. KD-SPD is train's default (train.RESIDUAL); the third row is
 # KD-SPD with the other document vector, so the table shows what the residual path does under every teacher.
+_OTHER = other_vector("spd")
 STUDENTS = (("KD-Encoder", "mean", "kd-encoder", ()), ("KD-SPD", "spd", "kdspd", ()),
-            ("KD-SPD, decoder only (paper)", "spd", "kdspd-decoder-only", ("--no-residual",)) if RESIDUAL["spd"] else
-            ("KD-SPD + residual", "spd", "kdspd-residual", ("--residual",)))
+            (f"KD-SPD, {_OTHER[0]}", "spd", f"kdspd-{_OTHER[1]}", (_OTHER[2],)))
 METRICS = ("map", "ndcg_cut_10", "recip_rank", "recall_100")
 # What picks the default teacher: KD-SPD's FLORES dev pooled MAP with the teacher's query encoder on the English side
 # (the search's own pairing: e5's `query: ` side against the student's passage vectors).

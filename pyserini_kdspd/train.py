@@ -29,6 +29,14 @@ LEARNING_RATES = {"spd": {"lr": 1e-4, "head_lr": 3e-3}, "utspd": {"lr": 1e-4, "h
                   "mean": {"lr": 2e-4, "head_lr": 2e-4}}
 # --residual left unset: per student (README: residual prompts); KD-Encoder is the residual path alone.
 RESIDUAL = {"spd": True, "utspd": True, "mean": False}
+
+
+def other_vector(student: str = "spd") -> tuple[str, str, str]:
+    """(label, slug, train flag) of the KD-SPD document vector that ``student`` does not default to: the row the
+    ablations and Table 5 add beside the default one."""
+    if RESIDUAL[student]:
+        return "decoder only (paper)", "decoder-only", "--no-residual"
+    return "mean pooling + gated decoder", "residual", "--residual"
 # Flags whose value changes the trained weights: a complete folder is reused only when all match
 # (with the bitext's languages, content and sampled rows, and the precision after the environment).
 WEIGHT_FLAGS = ("student", "encoder", "teacher", "teacher_pooling", "max_pairs_per_language", "batch_per_language",
