@@ -524,11 +524,15 @@ def _gate(folder: Path) -> str:
 def _student_settings(settings: dict) -> str:
     """What a student was trained as, from its training log: backbone, teacher, loss, learning rates and,
     for KD-SPD, the document vector (the paper's decoder output, or the residual one of train --residual)."""
+    from .train import TORCH_ADAM_EPS
     text = (f"backbone {settings['encoder']}, teacher {settings['teacher']}, loss `{settings['loss']}`, "
             f"lr {settings['lr']:g}")
     if settings["student"] != "mean":
+        text += f", head-lr {settings['head_lr']:g}"
+    text += f", Adam eps {settings.get('adam_eps', TORCH_ADAM_EPS):g}"  # recorded only off torch's default
+    if settings["student"] != "mean":
         vector = "mean pooling + gated decoder output (residual)" if settings.get("residual") else "decoder output"
-        text += f", head-lr {settings['head_lr']:g}, l = {settings['prompt_length']}, document vector: {vector}"
+        text += f", l = {settings['prompt_length']}, document vector: {vector}"
     return text
 
 

@@ -27,6 +27,11 @@ DEFAULTS = {"spd": "mse", "utspd": "mse", "mean": "kd-encoder"}
 # takes KD-SPD's. KD-Encoder has no fresh parameters (bar a projection to a wider teacher): one lr.
 LEARNING_RATES = {"spd": {"lr": 1e-4, "head_lr": 3e-3}, "utspd": {"lr": 1e-4, "head_lr": 3e-3},
                   "mean": {"lr": 2e-4, "head_lr": 2e-4}}
+# AdamW's eps per student, chosen by the same sweep (README: learning rates; UTSPD takes KD-SPD's). The paper's MSE is a mean over
+# B x d elements of unit vectors, so its gradients are ~1e-8 on the encoder and, through a gate near 0, ~1e-10 on
+# KD-SPD's prompts and decoder: torch's eps of 1e-8 then dominates Adam's denominator and shrinks their steps.
+TORCH_ADAM_EPS = 1e-8
+ADAM_EPS = {"spd": 1e-12, "utspd": 1e-12, "mean": 1e-12}
 # --residual left unset: per student (README: residual prompts); KD-Encoder is the residual path alone.
 RESIDUAL = {"spd": True, "utspd": True, "mean": False}
 
@@ -75,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear",
                    help="after warmup (minutes-only budgets are always constant)")
     p.add_argument("--weight-decay", type=NONNEGATIVE, default=0.01)
+    p.add_argument("--adam-eps", type=POSITIVE, default=None,
+                   help="AdamW's eps (default: the student's in ADAM_EPS, chosen with the learning rates; keep it "
+                        "well below the gradients' scale, about 1e-8 for the paper's MSE on unit vectors)")
     p.add_argument("--max-length", type=number_type(int, 2, True), default=180, help="tokens (paper: 180)")
     p.add_argument("--prompt-length", type=POSITIVE_INT, default=30)
     p.add_argument("--decoder-layers", type=POSITIVE_INT, default=None, help="default: 6 for spd, 12 for utspd")
@@ -135,10 +143,12 @@ def loss_spec(text: str) -> str:
 
 
 def learning_rates(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with unset --lr / --head-lr taken from the student's :data:`LEARNING_RATES`."""
+    """``args`` with unset --lr / --head-lr / --adam-eps taken from the student's :data:`LEARNING_RATES` and
+    :data:`ADAM_EPS`."""
     chosen = LEARNING_RATES[args.student]
     args.lr = args.lr or chosen["lr"]
     args.head_lr = args.head_lr or (args.lr if args.student == "mean" else chosen["head_lr"])
+    args.adam_eps = args.adam_eps or ADAM_EPS[args.student]
     return args
 
 
@@ -306,7 +316,7 @@ def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores
 
     targs = TrainingArguments(
         output_dir=str(output), max_steps=args.max_steps, max_minutes=args.max_minutes, lr=args.lr, head_lr=args.head_lr,
-        warmup=args.warmup, schedule=args.schedule, weight_decay=args.weight_decay,
+        warmup=args.warmup, schedule=args.schedule, weight_decay=args.weight_decay, adam_eps=args.adam_eps,
         batch_per_language=args.batch_per_language, max_length=args.max_length, seed=args.seed,
         precision=precision, freeze_embeddings=args.freeze_embeddings,
         checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
@@ -332,6 +342,8 @@ def run_settings(args: argparse.Namespace, bitexts: dict, precision: str) -> dic
         settings["prompt_kind"] = args.prompt_kind
     if args.residual:  # likewise
         settings["residual"] = True
+    if args.adam_eps != TORCH_ADAM_EPS:  # likewise
+        settings["adam_eps"] = args.adam_eps
     loss = args.loss or DEFAULTS[args.student]
     if files := loss_files(loss):  # the content of a file an objective reads (QA pairs) changes the weights
         settings["loss_files"] = files

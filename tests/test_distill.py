@@ -217,6 +217,40 @@ def test_resume_gives_exactly_the_uninterrupted_weights(teacher, bitext_dir, tmp
     assert any(not torch.equal(a[name], fresh[name]) for name in a)  # training did change the weights
 
 
+def test_adam_eps_reaches_the_optimizer_and_lets_a_residual_decoder_take_full_steps(teacher, bitext_dir, tmp_path):
+    """The paper's mean MSE over unit vectors has tiny gradients, and a residual student's decoder sees them
+    scaled by its gate (0 at the start): with torch's eps of 1e-8 in Adam's denominator the decoder's steps
+    shrink well below its learning rate; with a smaller eps they are full Adam steps (train.ADAM_EPS)."""
+    from pyserini_kdspd.distill.adam import adam_table
+    bitexts = load_bitexts(bitext_dir)
+    moved, shrink = {}, {}
+    for eps in (1e-8, 1e-12):
+        set_seed(0)
+        student = Student.build(StudentConfig(student="spd", residual=True, languages=["en", "de", "fr"], **TINY))
+        before = {k: v.clone() for k, v in student.state_dict().items()}
+        args = TrainingArguments(output_dir=str(tmp_path / f"eps{eps:g}"), max_steps=4, warmup=0,
+                                 schedule="constant", batch_per_language=2, max_length=32, lr=1e-4, head_lr=1e-3,
+                                 adam_eps=eps, precision="fp32", checkpoint_every=0, progress=False, seed=0)
+        trainer = DistillationTrainer(student, teacher, bitexts, args, cache_dir=tmp_path / "cache")
+        assert {g["eps"] for g in trainer._optimizer()[0].param_groups} == {eps}
+        trainer.train()
+        after = student.state_dict()
+        moved[eps] = torch.cat([(after[k] - before[k]).abs().flatten() for k in after
+                                if k.startswith("decoder.")]).median().item()
+        step, used, rows = adam_table(tmp_path / f"eps{eps:g}")  # the checkpoint of the last step
+        shrink[eps] = {r["part"]: r["median_shrink"] for r in rows}
+        assert step == 4 and used == eps and set(shrink[eps]) == {"encoder.embeddings", "encoder.layers", "prompts",
+                                                                  "decoder", "gate"}
+    # what distill.adam reports is what moved: at 1e-8 the decoder's and prompts' steps shrink, at 1e-12 nothing
+    # does (the embeddings' median element is a position never seen, with no gradient at all)
+    assert shrink[1e-8]["decoder"] < 0.5 and shrink[1e-8]["prompts"] < 0.5, shrink
+    assert all(v > 0.99 for part, v in shrink[1e-12].items() if part != "encoder.embeddings"), shrink
+    # the gate is 0 at step 1 (no decoder gradient), then 3 steps of lr 1e-3 each
+    assert moved[1e-12] > 1e-3 and moved[1e-8] < moved[1e-12] / 2, moved
+    with pytest.raises(ValueError, match="adam_eps must be > 0"):
+        TrainingArguments(output_dir=str(tmp_path / "x"), max_steps=1, adam_eps=0)
+
+
 def test_a_folder_is_complete_only_with_a_trained_step_and_its_weights(teacher, bitext_dir, tmp_path):
     for bad, match in [(dict(max_minutes=0), "max_minutes must be > 0"),
                        (dict(max_steps=1, batch_per_language=0), "batch_per_language must be >= 1")]:

@@ -14,10 +14,14 @@ def row(student, lr, mse, p1):
 
 
 def test_grid_gives_each_student_its_own_axes():
-    settings = grid([2e-5], [1e-3, 3e-3], [1e-5, 1e-4])
+    settings = grid([2e-5], [1e-3, 3e-3], [1e-5, 1e-4], [1e-8])
     assert [name(s) for s in settings] == ["spd-lr2e-05-head0.001", "spd-lr2e-05-head0.003", "mean-lr1e-05",
                                            "mean-lr0.0001"]
     assert all(s["head_lr"] == s["lr"] for s in settings if s["student"] == "mean")
+    # AdamW's eps: one more axis for both students; torch's default keeps the folder names of earlier sweeps
+    settings = grid([2e-5], [1e-3], [1e-4], [1e-8, 1e-12])
+    assert [name(s) for s in settings] == ["spd-lr2e-05-head0.001", "spd-lr2e-05-head0.001-eps1e-12",
+                                           "mean-lr0.0001", "mean-lr0.0001-eps1e-12"]
 
 
 def test_choose_takes_the_lowest_dev_mse_per_student_and_p1_breaks_ties():
@@ -30,7 +34,7 @@ def test_choose_takes_the_lowest_dev_mse_per_student_and_p1_breaks_ties():
 @pytest.mark.slow
 def test_sweep_trains_every_setting_alike_and_reuses_them(python, bitext_dir, shared_data, tmp_path):
     cmd = [python, "-m", "pyserini_kdspd.sweep", "--steps", "2", "--spd-lr", "2e-5", "--spd-head-lr", "1e-3", "1e-2",
-           "--mean-lr", "1e-4", "--encoder", "all-MiniLM-L6-v2", "--dev-sentences", "10",
+           "--mean-lr", "1e-4", "--adam-eps", "1e-12", "--encoder", "all-MiniLM-L6-v2", "--dev-sentences", "10",
            "--models", str(tmp_path / "models"), "--output", str(tmp_path / "runs"), "--",
            "--bitext", str(bitext_dir), "--decoder-layers", "1", "--prompt-length", "4", "--max-length", "32",
            "--cache-dir", str(tmp_path / "cache")]
@@ -39,20 +43,23 @@ def test_sweep_trains_every_setting_alike_and_reuses_them(python, bitext_dir, sh
     result = json.loads((tmp_path / "runs" / "sweep.json").read_text())
     logs = {r["name"]: json.loads((tmp_path / "models" / r["name"] / "training_log.json").read_text())
             for r in result["rows"]}
-    assert sorted(logs) == ["mean-lr0.0001", "spd-lr2e-05-head0.001", "spd-lr2e-05-head0.01"]
+    assert sorted(logs) == ["mean-lr0.0001-eps1e-12", "spd-lr2e-05-head0.001-eps1e-12",
+                            "spd-lr2e-05-head0.01-eps1e-12"]
     for n, log in logs.items():  # the same budget, bitext, seed and dev set for every setting
         assert log["steps"] == 2 and log["settings"]["seed"] == 0 and log["dev"][-1]["step"] == 2
         # the sweep cached every target before the first setting started
         assert log["targets_precomputed"] == 0 and log["targets_computed"] == 0
         assert log["settings"]["lr"] == next(r for r in result["rows"] if r["name"] == n)["setting"]["lr"]
+        assert log["settings"]["adam_eps"] == 1e-12  # recorded (only off torch's default)
     spd = {n: logs[n]["dev"][-1]["results"]["mean_seen"]["mse"] for n in logs if n.startswith("spd")}
-    assert result["chosen"]["spd"]["head_lr"] == (1e-3 if spd["spd-lr2e-05-head0.001"] < spd["spd-lr2e-05-head0.01"]
+    assert result["chosen"]["spd"]["head_lr"] == (1e-3 if spd["spd-lr2e-05-head0.001-eps1e-12"]
+                                                  < spd["spd-lr2e-05-head0.01-eps1e-12"]
                                                   else 1e-2)
     table = (tmp_path / "runs" / "sweep.md").read_text()
     assert table.count("**KD-SPD**") == 1 and table.count("**KD-Encoder**") == 1
     stamps = {n: (tmp_path / "models" / n / "training_log.json").stat().st_mtime_ns for n in logs}
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and "reusing it" in (tmp_path / "models" / "mean-lr0.0001.train.log").read_text()
+    assert again.returncode == 0 and "reusing it" in (tmp_path / "models" / "mean-lr0.0001-eps1e-12.train.log").read_text()
     assert stamps == {n: (tmp_path / "models" / n / "training_log.json").stat().st_mtime_ns for n in logs}
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- sweep:start -->\nSTALE BLOCK\n<!-- sweep:end -->\ntail\n", encoding="utf-8")
@@ -60,4 +67,4 @@ def test_sweep_trains_every_setting_alike_and_reuses_them(python, bitext_dir, sh
                            str(tmp_path / "runs")], capture_output=True, text=True).returncode == 0
     text = readme.read_text(encoding="utf-8")
     assert "STALE BLOCK" not in text and text.endswith("<!-- sweep:end -->\ntail\n") and table.strip() in text
-    assert f"KD-Encoder `--lr {result['chosen']['mean']['lr']:g}`" in text
+    assert f"KD-Encoder `--lr {result['chosen']['mean']['lr']:g}` `--adam-eps 1e-12`" in text

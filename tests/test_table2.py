@@ -172,7 +172,8 @@ def test_readme_block_is_rewritten_from_the_records(recorded, tmp_path):
     assert ("| KD-SPD | steps | 1200 | 2.75 | 2.50 | 3 | bf16 | 1 | 7.2 | 1.829 | 0.985 | 0.974 | 0.950 "
             "| 0.987 / 0.963 |") in block
     assert ("Trained as: KD-SPD: backbone multilingual-e5-small, teacher multilingual-e5-small, loss `mse`, "
-            "lr 0.0001, head-lr 0.001, l = 30, document vector: mean pooling + gated decoder output (residual) "
+            "lr 0.0001, head-lr 0.001, Adam eps 1e-08, l = 30, document vector: mean pooling + gated decoder output "
+            "(residual) "
             "(its gate after training: mean |g| 0.007, largest 0.02).") \
         in block
     assert "| lareqa: evaluate |" in block and "clef: evaluate" not in block

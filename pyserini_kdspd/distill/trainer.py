@@ -60,6 +60,7 @@ class TrainingArguments:
     warmup: float = 0.1            # < 1: fraction of max_steps; >= 1: steps
     schedule: str = "linear"       # "linear" (decay to 0 at max_steps) | "constant"
     weight_decay: float = 0.01
+    adam_eps: float = 1e-8         # AdamW's eps (torch's default); see train.ADAM_EPS for why a student may want less
     grad_clip: float = 1.0
     batch_per_language: int = 4
     max_length: int = 180
@@ -82,6 +83,8 @@ class TrainingArguments:
             raise ValueError("max_minutes must be > 0")
         if self.batch_per_language < 1:
             raise ValueError("batch_per_language must be >= 1")
+        if not self.adam_eps > 0:
+            raise ValueError("adam_eps must be > 0")
         if self.schedule not in ("linear", "constant"):
             raise ValueError("schedule must be 'linear' or 'constant'")
         if self.schedule == "linear" and self.max_steps is None:
@@ -249,14 +252,16 @@ class DistillationTrainer:
                 continue
             is_head = not name.startswith("encoder.")
             no_decay = p.ndim < 2 or "norm" in name.lower()
-            buckets.setdefault((is_head, no_decay), []).append(p)
-        groups = [{"params": ps, "lr": head_lr if head else self.args.lr,
+            buckets.setdefault((is_head, no_decay), []).append((name, p))
+        groups = [{"params": [p for _, p in named], "lr": head_lr if head else self.args.lr,
                    "weight_decay": 0.0 if nd else self.args.weight_decay}
-                  for (head, nd), ps in sorted(buckets.items())]
+                  for (head, nd), named in sorted(buckets.items())]
+        # the optimizer's state is indexed by position: checkpoints keep the names (distill.adam reads them)
+        self._param_names = [name for _, named in sorted(buckets.items()) for name, _ in named]
         try:  # the fused CPU kernel is faster than the default per-tensor loop (README: training notes)
-            opt = torch.optim.AdamW(groups, lr=self.args.lr, fused=True)
+            opt = torch.optim.AdamW(groups, lr=self.args.lr, eps=self.args.adam_eps, fused=True)
         except (RuntimeError, TypeError, ValueError):
-            opt = torch.optim.AdamW(groups, lr=self.args.lr)
+            opt = torch.optim.AdamW(groups, lr=self.args.lr, eps=self.args.adam_eps)
         warm = self.args.warmup_steps()
         total = self.args.max_steps
 
@@ -304,7 +309,8 @@ class DistillationTrainer:
         tmp.mkdir()
         torch.save({"model": self.student.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "sampler": sampler.state_dict(), "rng": _rng_state(),
-                    "step": step, "log": state, "args": asdict(self.args)}, tmp / "state.pt")
+                    "step": step, "log": state, "args": asdict(self.args),
+                    "param_names": self._param_names}, tmp / "state.pt")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         olds = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT_RE.match(p.name)))
