@@ -25,8 +25,9 @@ def part_of(name: str) -> str:
 
 
 def adam_table(checkpoint: str | Path) -> tuple[int, float, list[dict]]:
-    """(step, Adam's eps, one row per part): elements, median sqrt(v), the share of elements with sqrt(v) < eps, and the
-    median step shrink sqrt(v) / (sqrt(v) + eps) (1: Adam's full step)."""
+    """(step, Adam's eps, one row per part): elements, the share that never had a gradient (v = 0: an embedding
+    row never seen, say), and over the others the median sqrt(v), the share with sqrt(v) < eps and the median step
+    shrink sqrt(v) / (sqrt(v) + eps) (1: Adam's full step)."""
     import torch
 
     path = Path(checkpoint)
@@ -62,16 +63,23 @@ def adam_table(checkpoint: str | Path) -> tuple[int, float, list[dict]]:
     rows = []
     for part in sorted(rms, key=lambda p: PARTS.index(p) if p in PARTS else len(PARTS)):
         r, s, b = (torch.cat(x[part]) for x in (rms, shrink, below))
-        rows.append({"part": part, "elements": int(r.numel()), "median_rms": float(r.median()),
-                     "share_below_eps": float(b.float().mean()), "median_shrink": float(s.median())})
+        seen = r > 0
+        r, s, b = r[seen], s[seen], b[seen]
+        rows.append({"part": part, "elements": int(seen.numel()), "no_gradient": float(1 - seen.float().mean()),
+                     "median_rms": float(r.median()) if r.numel() else 0.0,
+                     "share_below_eps": float(b.float().mean()) if r.numel() else 0.0,
+                     "median_shrink": float(s.median()) if r.numel() else 0.0})
     return int(state["step"]), max(eps.values()), rows
 
 
 def markdown(step: int, eps: float, rows: list[dict]) -> str:
     lines = [f"Adam's second moments at step {step} (eps {eps:g}):", "",
-             "| part | elements | median sqrt(v) | sqrt(v) < eps | median step shrink |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['part']} | {r['elements']:,} | {r['median_rms']:.2e} | {r['share_below_eps']:.1%} | "
-              f"{r['median_shrink']:.3f} |" for r in rows]
+             "| part | elements | no gradient yet | median sqrt(v) | sqrt(v) < eps | median step shrink |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['part']} | {r['elements']:,} | {r['no_gradient']:.1%} | {r['median_rms']:.2e} | "
+              f"{r['share_below_eps']:.1%} | {r['median_shrink']:.3f} |" for r in rows]
+    lines += ["", "Over the elements that had a gradient; step shrink = sqrt(v) / (sqrt(v) + eps), 1: Adam's full "
+              "step."]
     return "\n".join(lines) + "\n"
 
 
