@@ -27,9 +27,10 @@ DEFAULTS = {"spd": "mse", "utspd": "mse", "mean": "kd-encoder"}
 # takes KD-SPD's. KD-Encoder has no fresh parameters (bar a projection to a wider teacher): one lr.
 LEARNING_RATES = {"spd": {"lr": 1e-4, "head_lr": 3e-3}, "utspd": {"lr": 1e-4, "head_lr": 3e-3},
                   "mean": {"lr": 2e-4, "head_lr": 2e-4}}
-# AdamW's eps per student, chosen by the same sweep (README: learning rates; UTSPD takes KD-SPD's). The paper's MSE is a mean over
-# B x d elements of unit vectors, so its gradients are ~1e-8 on the encoder and, through a gate near 0, ~1e-10 on
-# KD-SPD's prompts and decoder: torch's eps of 1e-8 then dominates Adam's denominator and shrinks their steps.
+# AdamW's eps per student, chosen by the same sweep (README: learning rates; UTSPD takes KD-SPD's). The paper's
+# MSE is a mean over B x d elements of unit vectors, so its gradients are ~1e-8 on the encoder and, through a gate
+# near 0, ~1e-10 on KD-SPD's prompts and decoder: torch's eps of 1e-8 then dominates Adam's denominator and
+# shrinks their steps.
 TORCH_ADAM_EPS = 1e-8
 ADAM_EPS = {"spd": 1e-12, "utspd": 1e-12, "mean": 1e-12}
 # --residual left unset: per student (README: residual prompts); KD-Encoder is the residual path alone.

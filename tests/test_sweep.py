@@ -59,7 +59,8 @@ def test_sweep_trains_every_setting_alike_and_reuses_them(python, bitext_dir, sh
     assert table.count("**KD-SPD**") == 1 and table.count("**KD-Encoder**") == 1
     stamps = {n: (tmp_path / "models" / n / "training_log.json").stat().st_mtime_ns for n in logs}
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and "reusing it" in (tmp_path / "models" / "mean-lr0.0001-eps1e-12.train.log").read_text()
+    log = tmp_path / "models" / "mean-lr0.0001-eps1e-12.train.log"
+    assert again.returncode == 0 and "reusing it" in log.read_text()
     assert stamps == {n: (tmp_path / "models" / n / "training_log.json").stat().st_mtime_ns for n in logs}
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- sweep:start -->\nSTALE BLOCK\n<!-- sweep:end -->\ntail\n", encoding="utf-8")

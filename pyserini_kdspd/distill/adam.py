@@ -48,27 +48,25 @@ def adam_table(checkpoint: str | Path) -> tuple[int, float, list[dict]]:
     eps = {i: group["eps"] for group in opt["param_groups"] for i in group["params"]}
     if len(index) != len(names):
         raise ValueError(f"{path}: {len(names)} parameter names for {len(index)} optimizer entries")
-    rms: dict[str, list] = {}
-    shrink: dict[str, list] = {}
-    below: dict[str, list] = {}
+    rms: dict[str, list] = {}    # per part: sqrt(v) of every element, and the eps its group divides by
+    floor: dict[str, list] = {}
     for name, i in zip(names, index):
         moments = opt["state"].get(i)
         if moments is None:  # never stepped
             continue
         r = moments["exp_avg_sq"].float().sqrt().flatten()
-        part = part_of(name)
-        rms.setdefault(part, []).append(r)
-        shrink.setdefault(part, []).append(r / (r + eps[i]))
-        below.setdefault(part, []).append(r < eps[i])
+        rms.setdefault(part_of(name), []).append(r)
+        floor.setdefault(part_of(name), []).append(torch.full_like(r, eps[i]))
     rows = []
     for part in sorted(rms, key=lambda p: PARTS.index(p) if p in PARTS else len(PARTS)):
-        r, s, b = (torch.cat(x[part]) for x in (rms, shrink, below))
-        seen = r > 0
-        r, s, b = r[seen], s[seen], b[seen]
-        rows.append({"part": part, "elements": int(seen.numel()), "no_gradient": float(1 - seen.float().mean()),
-                     "median_rms": float(r.median()) if r.numel() else 0.0,
-                     "share_below_eps": float(b.float().mean()) if r.numel() else 0.0,
-                     "median_shrink": float(s.median()) if r.numel() else 0.0})
+        r, e = torch.cat(rms[part]), torch.cat(floor[part])
+        stepped = r > 0
+        r, e = r[stepped], e[stepped]
+        some = r.numel() > 0
+        rows.append({"part": part, "elements": int(stepped.numel()), "no_gradient": float(1 - stepped.float().mean()),
+                     "median_rms": float(r.median()) if some else 0.0,
+                     "share_below_eps": float((r < e).float().mean()) if some else 0.0,
+                     "median_shrink": float((r / (r + e)).median()) if some else 0.0})
     return int(state["step"]), max(eps.values()), rows
 
 

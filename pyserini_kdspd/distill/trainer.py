@@ -253,11 +253,12 @@ class DistillationTrainer:
             is_head = not name.startswith("encoder.")
             no_decay = p.ndim < 2 or "norm" in name.lower()
             buckets.setdefault((is_head, no_decay), []).append((name, p))
+        ordered = sorted(buckets.items())
         groups = [{"params": [p for _, p in named], "lr": head_lr if head else self.args.lr,
                    "weight_decay": 0.0 if nd else self.args.weight_decay}
-                  for (head, nd), named in sorted(buckets.items())]
+                  for (head, nd), named in ordered]
         # the optimizer's state is indexed by position: checkpoints keep the names (distill.adam reads them)
-        self._param_names = [name for _, named in sorted(buckets.items()) for name, _ in named]
+        self._param_names = [name for _, named in ordered for name, _ in named]
         try:  # the fused CPU kernel is faster than the default per-tensor loop (README: training notes)
             opt = torch.optim.AdamW(groups, lr=self.args.lr, eps=self.args.adam_eps, fused=True)
         except (RuntimeError, TypeError, ValueError):
