@@ -5,7 +5,9 @@
 
 Each variant is the driver's KD-SPD (l = 30, N = 6, decomposed prompts) with another objective of
 :mod:`.distill.losses` and the same backbone, teacher, bitext, seed, batches, precision, step budget and
-learning rates; the MSE row is the driver's ``models/kdspd``, reused, never retrained. ``cl-rekd-dq``
+learning rates; the MSE row is the driver's ``models/kdspd``, reused, never retrained. Beside the English
+questions' figures, each row gets X -> En P@1 and X -> All MAP from LAReQA's questions in every language
+(:mod:`.xlingual`'s runs: non-English questions through the student). ``cl-rekd-dq``
 needs English question-answer pairs that do not ship offline, so it is not in the list. Writes
 ``runs/lareqa/objectives.{md,json}``; ``--readme`` copies the table into the README between
 ``<!-- objectives:start -->`` and ``<!-- objectives:end -->`` (:mod:`.analysis.variants` does the work).
@@ -36,7 +38,7 @@ NOTE = ("Learning rates: KD-SPD's, chosen by the FLORES dev sweep for MSE (`pyth
 
 def main(argv=None) -> int:
     return variants_main(argv, "python -m pyserini_kdspd.objectives", "objectives", VARIANTS,
-                         __doc__.split("\n\n")[0], NOTE)
+                         __doc__.split("\n\n")[0], NOTE, cross_lingual=True)
 
 
 if __name__ == "__main__":

@@ -87,14 +87,22 @@ def system_runs(model, paths: LareqaPaths, root: Path, hits: int = 100, threads:
     under ``root/runs/<collection>/{x-en,x-all}/<model>.txt``, from its end-to-end index under
     ``root/indexes/<collection>/<model>`` (encoded unless the Table 2 driver already did); ``<collection>``
     is ``lareqa``, or a language subset's name (:func:`muse_paths`)."""
-    from .search.dense import encode_corpus, language_indexes, search
+    from .search.dense import encode_corpus
 
     collection = paths.root.name
     index = encode_corpus(model, paths.corpus, root / "indexes" / collection / model.name, force=force)
+    return index_runs(model, index, paths, root / "runs" / collection, hits=hits, threads=threads, force=force)
+
+
+def index_runs(model, index: Path, paths: LareqaPaths, runs_dir: Path, hits: int = 100, threads: int = 2,
+               force: bool = False) -> dict[str, Path]:
+    """The X -> En and X -> All runs (``runs_dir/{x-en,x-all}/<model>.txt``) of ``model`` from its end-to-end
+    ``index`` of ``paths``' collection: X -> En searches the English sentences cut out of it."""
+    from .search.dense import language_indexes, search
+
     english = language_indexes(model, index, paths.corpus / "corpus.jsonl", force=force)[QUERY_LANGUAGE]
-    runs = root / "runs" / collection
-    return {setting: search(model, searched, paths.all_topics, runs / setting / f"{model.name}.txt", hits=hits,
-                            threads=threads, force=force, query_lang=str(paths.all_topics))
+    return {setting: search(model, searched, paths.all_topics, Path(runs_dir) / setting / f"{model.name}.txt",
+                            hits=hits, threads=threads, force=force, query_lang=str(paths.all_topics))
             for setting, searched in (("x-en", english), ("x-all", index))}
 
 

@@ -83,7 +83,7 @@ def tiny_student(tmp_path_factory, bitext_dir, python):
 @pytest.fixture(scope="session")
 def lareqa_slice(tmp_path_factory, shared_data):
     """12 LAReQA questions, their answers in every language and 150 other sentences: a real multilingual slice
-    (``corpus/``, ``de/``, ``topics.{en,de}.tsv``, ``qrels.txt``), shared by the stock-CLI and index tests."""
+    (``corpus/``, ``de/``, ``topics.{en,de,zh}.tsv``, ``qrels.txt``), shared by the stock-CLI and index tests."""
     from pyserini_kdspd import io
     from pyserini_kdspd.data.lareqa import prepare_lareqa
 
@@ -97,7 +97,7 @@ def lareqa_slice(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp(SESSION_PREFIX + "lareqa-slice")
     io.write_jsonl(root / "corpus" / "docs.jsonl", recs)
     io.write_jsonl(root / "de" / "docs.jsonl", (r for r in recs if r["lang"] == "de"))
-    for lang in ("en", "de"):
+    for lang in ("en", "de", "zh"):
         topics = io.read_topics(full.topics[lang])
         io.write_topics(root / f"topics.{lang}.tsv", {q: topics[q] for q in qids})
     io.write_qrels(root / "qrels.txt", {q: qrels[q] for q in qids})

@@ -4,6 +4,7 @@ and end-to-end runs on a LAReQA slice (the ablations; the zero-shot languages of
 train, encode, search, score and write their tables and README blocks, on the driver's students trained once here."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -184,6 +185,65 @@ def test_ablations_reuse_the_drivers_kdspd_and_train_score_and_tabulate_a_full_p
                                                  "pyserini_kdspd.ablations --readme`")
     assert "`x` finished" in text and "| full prompt per language |" in text
     assert text.endswith("<!-- ablations:end -->\ntail\n")
+
+
+@pytest.fixture(scope="module")
+def slice_paths(lareqa_slice, slice_collection, tmp_path_factory):
+    """The slice in LAReQA's layout, its questions asked in en, de and zh, with the cross-lingual topics and qrels
+    the data stage writes (``prepare_cross_lingual``), and the ``Collection`` of that layout."""
+    from pyserini_kdspd.data.lareqa import output_paths, prepare_cross_lingual
+
+    root, _ = lareqa_slice
+    col, _, _ = slice_collection
+    base = output_paths(tmp_path_factory.mktemp("xl"))
+    paths = replace(base, topics={lang: base.topics[lang] for lang in ("en", "de", "zh")})
+    io.write_jsonl(paths.corpus / "corpus.jsonl", io.read_jsonl(col.corpus_dir / "docs.jsonl"))
+    for lang, topics in paths.topics.items():
+        io.write_topics(topics, io.read_topics(root / f"topics.{lang}.tsv"))
+    io.write_qrels(paths.qrels, io.read_qrels(col.qrels))
+    prepare_cross_lingual(paths)
+    return replace(col, corpus_dir=paths.corpus, topics=paths.topics["en"], qrels=paths.qrels), paths
+
+
+@pytest.mark.slow
+def test_objectives_train_a_loss_and_add_x_to_english_and_x_to_all_columns(driver, slice_paths):
+    """The objectives table: the driver's KD-SPD and a score-kd student, each with its English-question row and the
+    X -> En / X -> All columns from stock-Pyserini runs of the tagged questions (German and Chinese questions
+    through the student, English ones through the teacher): P@1 over the non-English questions and MAP over all,
+    recomputed here from the run files; the Table 2 metrics stay those of the English questions."""
+    from pyserini_kdspd.data.lareqa import split_query_id
+    from pyserini_kdspd.evaluate import evaluate
+
+    col, paths = slice_paths
+    s = replace(driver, root=driver.root.parent / (driver.root.name + "-objectives"))
+    shutil.copytree(driver.root / "models" / "kdspd", s.root / "models" / "kdspd")  # the driver's, reused as is
+    variants = [v for v in objectives.VARIANTS if v.slug in ("kdspd", "score-kd")]
+    out = compare(variants, col, s, "objectives", command="python -m pyserini_kdspd.objectives", bias=False,
+                  cross_lingual=paths)
+    meta = io.read_json(out["json"])
+    assert [r["trained_now"] for r in meta["rows"]] == [False, True] and meta["rows"][1]["loss"] == "score-kd"
+    x_en, x_all = io.read_qrels(paths.x_en_qrels), io.read_qrels(paths.x_all_qrels)
+    langs = {split_query_id(q)[1] for q in x_all}
+    assert langs == {"en", "de", "zh"}
+    for row in meta["rows"]:
+        cross = row["cross_lingual"]
+        run = io.read_run(s.root / cross["x-en"]["run"])
+        top = {q: io.ranked(docs)[0][0] for q, docs in run.items() if split_query_id(q)[1] != "en"}
+        assert len(top) == cross["x-en"]["queries"] == 2 * len(io.read_topics(paths.topics["en"]))
+        assert cross["x-en"]["mean"]["P_1"] == pytest.approx(sum(d in x_en[q] for q, d in top.items()) / len(top))
+        all_run = s.root / cross["x-all"]["run"]
+        assert cross["x-all"]["queries"] == len(x_all) and cross["x-all"]["mean"]["map"] == pytest.approx(
+            evaluate(all_run, paths.x_all_qrels, metrics=("map",))["map"])
+        assert row["lareqa"] == pytest.approx(evaluate(s.root / row["run"]["file"], col.qrels,
+                                                       metrics=tuple(row["lareqa"])).mean)  # English questions
+    kdspd, scorekd = meta["rows"]
+    assert kdspd["cross_lingual"]["x-en"]["p_vs_reference"] is None
+    assert set(scorekd["cross_lingual"]["x-all"]["p_vs_reference"]) == {"map", "ndcg_cut_10", "recall_100"}
+    assert io.read_run(s.root / kdspd["cross_lingual"]["x-all"]["run"]) != io.read_run(
+        s.root / scorekd["cross_lingual"]["x-all"]["run"])
+    table = out["md"].read_text(encoding="utf-8")
+    assert "| X→En P@1 | X→All MAP |" in table and "max rank distance" not in table
+    assert f"| {scorekd['cross_lingual']['x-all']['mean']['map']:.3f}" in table.splitlines()[3]
 
 
 @pytest.mark.slow

@@ -27,9 +27,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .. import io
+
+if TYPE_CHECKING:
+    from ..evaluate import Evaluation
 
 METRICS = ("map", "ndcg_cut_10", "recip_rank", "recall_100")
 LABELS = {"map": "MAP", "ndcg_cut_10": "nDCG@10", "recip_rank": "MRR", "recall_100": "R@100"}
@@ -163,8 +166,10 @@ def encode(v: Variant, col, s):
     return model, index, note
 
 
-def score(v: Variant, model, index: Path, col, s, bias: bool = True) -> dict:
-    """The variant's run at the driver's depth, its figures, and its language bias at depth 1000."""
+def score(v: Variant, model, index: Path, col, s, bias: bool = True, cross_lingual=None) -> dict:
+    """The variant's run at the driver's depth, its figures, its language bias at depth 1000 and, given
+    ``cross_lingual`` (the collection's :class:`~pyserini_kdspd.data.lareqa.LareqaPaths`), its X -> En and
+    X -> All evaluations (:mod:`pyserini_kdspd.xlingual`'s runs and metrics)."""
     from ..evaluate import evaluate
     from ..search.dense import search
     from .bias import languages_of, measure
@@ -172,7 +177,13 @@ def score(v: Variant, model, index: Path, col, s, bias: bool = True) -> dict:
     runs_dir = s.root / "runs" / col.name / "variants"
     run = search(model, index, col.topics, runs_dir / f"{v.slug}.txt", hits=s.hits, threads=s.threads)
     ev = evaluate(run, col.qrels, depth=s.hits, metrics=METRICS, relevance_level=col.relevance_level, name=v.name)
-    out = {"run": run, "evaluation": ev, "bias": None}
+    out = {"run": run, "evaluation": ev, "bias": None, "cross_lingual": None}
+    if cross_lingual is not None:
+        from ..xlingual import evaluate_runs, index_runs
+
+        runs = index_runs(model, index, cross_lingual, runs_dir, hits=s.hits, threads=s.threads)
+        out["cross_lingual"] = {"runs": runs, "evaluations": evaluate_runs({v.name: runs}, cross_lingual,
+                                                                           s.hits)[v.name]}
     if bias and col.parallel:
         deep = search(model, index, col.topics, runs_dir / "deep" / f"{v.slug}.txt", hits=BIAS_DEPTH,
                       threads=s.threads)
@@ -183,10 +194,35 @@ def score(v: Variant, model, index: Path, col, s, bias: bool = True) -> dict:
     return out
 
 
+def _cross_lingual_means(scored: dict) -> dict[str, Evaluation]:
+    """X -> En over the non-English query languages (English questions against English sentences are the
+    teacher's, the same for every KD-SPD folder) and X -> All over every query: the two columns of a table."""
+    from ..xlingual import MEAN, by_language
+
+    evals = scored["evaluations"]
+    return {"x-en": by_language(evals["x-en"])[MEAN], "x-all": evals["x-all"]}
+
+
+CROSS_LINGUAL_COLUMNS = (("x-en", "P_1", "X→En P@1"), ("x-all", "map", "X→All MAP"))
+
+
+def _cross_lingual_record(row: dict, ref: dict[str, Evaluation], root: Path, is_ref: bool) -> dict:
+    """A row's X -> En / X -> All means (as :func:`_cross_lingual_means`), their paired p against the reference
+    row's, and its run files."""
+    from ..evaluate import ttest
+
+    means = _cross_lingual_means(row["cross_lingual"])
+    return {setting: {"mean": dict(ev.mean), "queries": ev.num_queries,
+                      "p_vs_reference": None if is_ref else {m: ttest(ev, ref[setting], m)[1] for m in ev.metrics},
+                      "run": str(Path(row["cross_lingual"]["runs"][setting]).relative_to(root))}
+            for setting, ev in means.items()}
+
+
 def compare(variants: Sequence[Variant], col, s, table: str, note: str = "", extra: Sequence[str] = (),
-            bias: bool = True, command: str = "") -> dict[str, Path]:
+            bias: bool = True, command: str = "", cross_lingual=None) -> dict[str, Path]:
     """Train, encode, search and score ``variants`` on ``col`` with the driver's settings ``s``; write
-    ``runs/<collection>/<table>.{md,json}``. The first variant is the reference of the significance marks."""
+    ``runs/<collection>/<table>.{md,json}``. The first variant is the reference of the significance marks.
+    ``cross_lingual``: the LAReQA paths whose tagged questions in every language add X -> En / X -> All."""
     from ..distill.dev import dev_summary
     from ..evaluate import ttest
     from ..runtime import cpu_info
@@ -198,9 +234,10 @@ def compare(variants: Sequence[Variant], col, s, table: str, note: str = "", ext
         folder = v.folder(s.root)
         log = _log(folder)
         model, index, speed = encode(v, col, s)
-        scored = score(v, model, index, col, s, bias=bias)
+        scored = score(v, model, index, col, s, bias=bias, cross_lingual=cross_lingual)
         rows.append({"variant": v, "log": log, "speed": speed, **scored})
     ref = rows[0]["evaluation"]
+    ref_x = _cross_lingual_means(rows[0]["cross_lingual"]) if cross_lingual is not None else None
     records = []
     for r in rows:
         v, log, ev = r["variant"], r["log"], r["evaluation"]
@@ -216,7 +253,8 @@ def compare(variants: Sequence[Variant], col, s, table: str, note: str = "", ext
             "encode": r["speed"], "lareqa": dict(ev.mean),
             "p_vs_reference": {m: ttest(ev, ref, m)[1] for m in METRICS} if r is not rows[0] else None,
             "bias": r["bias"], "run": {"file": str(Path(r["run"]).relative_to(s.root)),
-                                       "sha256": io.sha256_file(r["run"])}})
+                                       "sha256": io.sha256_file(r["run"])},
+            "cross_lingual": None if ref_x is None else _cross_lingual_record(r, ref_x, s.root, r is rows[0])})
     out_dir = s.root / "runs" / col.name
     meta = {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "collection": col.name,
             "train_steps": s.train_steps, "seed": s.seed, "encoder": s.encoder, "teacher": s.teacher,
@@ -235,9 +273,11 @@ def _f(x, fmt: str = ".3f") -> str:
 def markdown(meta: dict) -> str:
     """The table of a ``compare`` record, with what every column means under it."""
     bias = meta["bias_depth"] is not None
+    cross = meta["rows"][0].get("cross_lingual") is not None
     head = ["variant", "train flags", "lr / head-lr", "trainable (M)", "s/step", "encode (sent/s)",
             "FLORES P@1 en→xx", "P@1 xx→en", "MSE (x1e3)", *(LABELS[m] for m in METRICS)]
     head += ["max rank distance"] if bias else []
+    head += [label for _, _, label in CROSS_LINGUAL_COLUMNS] if cross else []
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for r in meta["rows"]:
         dev = r["dev"] or {}
@@ -250,6 +290,10 @@ def markdown(meta: dict) -> str:
         cells += [f"{r['lareqa'][m]:.3f}" + ("*" if p.get(m, 1.0) < 0.05 else "") for m in METRICS]
         if bias:
             cells.append(_f((r["bias"] or {}).get("rank_distance_mean"), ".0f"))
+        for setting, metric, _ in CROSS_LINGUAL_COLUMNS if cross else ():
+            x = r["cross_lingual"][setting]
+            cells.append(f"{x['mean'][metric]:.3f}" + ("*" if (x["p_vs_reference"] or {}).get(metric, 1.0) < 0.05
+                                                          else ""))
         lines.append("| " + " | ".join(cells) + " |")
     docs = {r["encode"]["documents"] for r in meta["rows"]}
     notes = [
@@ -268,6 +312,15 @@ def markdown(meta: dict) -> str:
         notes.append(f"max rank distance: per question, the last minus the first rank among its answer's "
                      f"translations in the top {meta['bias_depth']}, averaged over questions with two found "
                      "(`pyserini_kdspd.analysis.bias`); lower is less language bias.")
+    if cross:
+        x = meta["rows"][0]["cross_lingual"]
+        notes.append(f"X→En P@1: the questions in the {x['x-en']['queries']} non-English (question, language) pairs "
+                     "against the English sentences, the English answer relevant (English questions go to the "
+                     f"teacher's query encoder in every row, so they are left out); X→All MAP: all "
+                     f"{x['x-all']['queries']} questions in every language against every sentence, the answer's "
+                     "translations relevant. A KD-SPD folder encodes a non-English question with its student under "
+                     "the question's language prompt (`python -m pyserini_kdspd.xlingual`, which makes the same runs "
+                     "for the Table 2 rows); * as above.")
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
 
 
@@ -316,8 +369,9 @@ def settings(p: argparse.ArgumentParser, a: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[Variant], description: str,
-         note: str) -> int:
-    """``prog`` (``python -m pyserini_kdspd.<table>``) over ``variants``: parse, train, compare, print."""
+         note: str, cross_lingual: bool = False) -> int:
+    """``prog`` (``python -m pyserini_kdspd.<table>``) over ``variants``: parse, train, compare, print;
+    ``cross_lingual``: with the X -> En / X -> All columns (LAReQA's questions in every language)."""
     from .._cli import train_passthrough
 
     slugs = [v.slug for v in variants]
@@ -333,9 +387,14 @@ def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[V
     p = build_parser(prog, description, table)
     p.add_argument("--variants", type=chosen, default=slugs, help=f"comma list of {', '.join(slugs)} (default: all)")
     p.add_argument("--no-bias", action="store_true", help="skip the depth-1000 runs and the language-bias column")
-    return run_command(p, argv, prog, table, lambda a, s, col, command: compare(
-        [v for v in variants if v.slug in a.variants], col, s, table, note=note, extra=train_passthrough(a),
-        bias=not a.no_bias, command=command))
+
+    def make(a, s, col, command):
+        from ..data.lareqa import prepare_lareqa
+
+        paths = prepare_lareqa(data_dir=s.data, output_root=s.root) if cross_lingual else None  # as lareqa(s) did
+        return compare([v for v in variants if v.slug in a.variants], col, s, table, note=note,
+                       extra=train_passthrough(a), bias=not a.no_bias, command=command, cross_lingual=paths)
+    return run_command(p, argv, prog, table, make)
 
 
 def run_command(p: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str, table: str,
