@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 METRICS = ("map", "ndcg_cut_10", "recip_rank", "recall_100")
 LABELS = {"map": "MAP", "ndcg_cut_10": "nDCG@10", "recip_rank": "MRR", "recall_100": "R@100"}
 BIAS_DEPTH = 1000  # as analysis.bias: the top-100 cut would truncate the rank distances
+CROSS_LINGUAL_COLUMNS = (("x-en", "P_1", "X→En P@1"), ("x-all", "map", "X→All MAP"))  # setting, metric, label
 ENCODE_NOTE = "encode.json"  # beside a variant's index: the wall time of the pyserini.encode that built it
 
 
@@ -203,9 +204,6 @@ def _cross_lingual_means(scored: dict) -> dict[str, Evaluation]:
     return {"x-en": by_language(evals["x-en"])[MEAN], "x-all": evals["x-all"]}
 
 
-CROSS_LINGUAL_COLUMNS = (("x-en", "P_1", "X→En P@1"), ("x-all", "map", "X→All MAP"))
-
-
 def _cross_lingual_record(row: dict, ref: dict[str, Evaluation], root: Path, is_ref: bool) -> dict:
     """A row's X -> En / X -> All means (as :func:`_cross_lingual_means`), their paired p against the reference
     row's, and its run files."""
@@ -314,9 +312,9 @@ def markdown(meta: dict) -> str:
                      "(`pyserini_kdspd.analysis.bias`); lower is less language bias.")
     if cross:
         x = meta["rows"][0]["cross_lingual"]
-        notes.append(f"X→En P@1: the questions in the {x['x-en']['queries']} non-English (question, language) pairs "
-                     "against the English sentences, the English answer relevant (English questions go to the "
-                     f"teacher's query encoder in every row, so they are left out); X→All MAP: all "
+        notes.append(f"X→En P@1: the {x['x-en']['queries']} non-English questions (each question in each language "
+                     "but English) against the English sentences, the English answer relevant (English questions "
+                     "go to the teacher's query encoder in every row, so they are left out); X→All MAP: all "
                      f"{x['x-all']['queries']} questions in every language against every sentence, the answer's "
                      "translations relevant. A KD-SPD folder encodes a non-English question with its student under "
                      "the question's language prompt (`python -m pyserini_kdspd.xlingual`, which makes the same runs "
