@@ -82,7 +82,7 @@ def test_pre_encoded_queries_are_what_the_search_cli_computes(lareqa_slice, tmp_
     root, qids = lareqa_slice
     topics = io.read_topics(root / "topics.de.tsv")
     out = encode_queries(DenseModel.from_name("muse", "muse"), root / "topics.de.tsv", tmp_path / "queries")
-    stored, queries = QueryEncoder(str(out)), MuseQueryEncoder("muse", threads=1)
+    stored, queries = QueryEncoder(str(out)), MuseQueryEncoder("muse")  # as the CLI builds it: threads as set
     assert len(stored.embedding) == len(set(topics.values())) == len(qids)
     for text in topics.values():
         np.testing.assert_array_equal(stored.encode(text), queries.encode(text))
