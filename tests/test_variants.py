@@ -161,6 +161,7 @@ def test_ablations_reuse_the_drivers_kdspd_and_train_score_and_tabulate_a_full_p
     table = out["md"].read_text(encoding="utf-8")
     assert table.count("\n| ") == 2 and "| full prompt per language | `--student spd --prompt-kind full` |" in table
     assert f"| {kdspd['lareqa']['map']:.3f}" in table and "Test note." in table and "2 training steps" in table
+    assert f"| {kdspd['dev']['pooled_query_map']:.4f} | {kdspd['lareqa']['map']:.3f}" in table  # dev before test
 
     weights = {f: f.stat().st_mtime_ns for f in (root / "models" / d / "model.safetensors"
                                                  for d in ("kdspd", "kd-encoder", "variants/spd-full"))}

@@ -273,7 +273,7 @@ def markdown(meta: dict) -> str:
     bias = meta["bias_depth"] is not None
     cross = meta["rows"][0].get("cross_lingual") is not None
     head = ["variant", "train flags", "lr / head-lr", "trainable (M)", "s/step", "encode (sent/s)",
-            "FLORES P@1 en→xx", "P@1 xx→en", "MSE (x1e3)", *(LABELS[m] for m in METRICS)]
+            "FLORES P@1 en→xx", "P@1 xx→en", "MSE (x1e3)", "pooled MAP", *(LABELS[m] for m in METRICS)]
     head += ["max rank distance"] if bias else []
     head += [label for _, _, label in CROSS_LINGUAL_COLUMNS] if cross else []
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
@@ -284,7 +284,7 @@ def markdown(meta: dict) -> str:
                  f"{r['lr']:g} / {r['head_lr']:g}", f"{r['trainable_parameters'] / 1e6:.2f}",
                  f"{r['seconds_per_step']:.2f}", f"{r['encode']['sentences_per_second']:.1f}",
                  _f(dev.get("p1_en_xx")), _f(dev.get("p1_xx_en")),
-                 _f(dev["mse"] * 1e3 if dev.get("mse") is not None else None)]
+                 _f(dev["mse"] * 1e3 if dev.get("mse") is not None else None), _f(dev.get("pooled_query_map"), ".4f")]
         cells += [f"{r['lareqa'][m]:.3f}" + ("*" if p.get(m, 1.0) < 0.05 else "") for m in METRICS]
         if bias:
             cells.append(_f((r["bias"] or {}).get("rank_distance_mean"), ".0f"))
@@ -301,7 +301,10 @@ def markdown(meta: dict) -> str:
         f"LAReQA XQuAD-R ({meta['collection']}): English questions against {', '.join(map(str, sorted(docs)))} "
         f"sentences, top {meta['hits']}, through stock `pyserini.encode` / `pyserini.search.faiss`; * differs from "
         f"{meta['reference']} (two-tailed paired t-test, p < 0.05). FLORES-200 devtest after training: the mean "
-        "over the training languages (what every learning rate was chosen by).",
+        "over the training languages (what every learning rate was chosen by); pooled MAP: LAReQA's task on "
+        "FLORES dev, the English sentences through the teacher's query encoder against the training languages' "
+        "sentences by the student, all in one pool, every translation relevant (what objectives are compared by: "
+        "MSE favours the MSE objective by construction).",
         "s/step: the training log's wall time over its steps (rows reused from the driver: its run). encode: "
         "documents over the wall time of the `pyserini.encode` that built the variant's index (process start-up "
         "and model load included; one at a time, after the trainings).",
@@ -331,7 +334,7 @@ def readme_block(root: Path, collection: str, table: str, prog: str) -> str:
     return "\n".join([f"<!-- written by `{prog} --readme` from runs/{collection}/{table}.json; edits here are "
                       "overwritten -->",
                       f"`{meta['command']}` finished {meta['finished']} on {cpu['model']} ({cpu['cores']} cores).", "",
-                      (root / "runs" / collection / f"{table}.md").read_text(encoding="utf-8").strip()])
+                      markdown(meta)])  # rendered from the record, as the command rendered its .md
 
 
 # ---------------------------------------------------------------------------- the commands' CLI
