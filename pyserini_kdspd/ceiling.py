@@ -12,6 +12,10 @@ each teacher's students. It runs the same stock Pyserini route as the Table 2 ro
 
 Indexes go to ``<output-root>/indexes/lareqa-en/<teacher>``, runs to ``<output-root>/runs/lareqa-en/``;
 both are reused while the teacher's weights are unchanged.
+
+Beside it, the same bound in Table 2's terms (:func:`perfect_student`): a student that put every translation
+exactly where the teacher puts the English sentence would rank each English sentence's 11 versions together,
+at its English score, against all 13,014 sentences; its MAP is what distillation from that teacher can reach.
 """
 from __future__ import annotations
 
@@ -46,6 +50,36 @@ def teacher_ceiling(teacher: str, corpus_dir, topics, qrels, index_dir, run_file
     run = search(model, index, topics, run_file, hits=hits, threads=threads, force=force)
     docids = (r["id"] for f in collection_files(corpus_dir) for r in read_jsonl(f))
     return evaluate(run, restrict_qrels(read_qrels(qrels), docids), depth=hits, metrics=METRICS, name=teacher)
+
+
+def perfect_student(english_run: Mapping[str, Mapping[str, float]], languages: Iterable[str]) -> dict:
+    """The run of a student that reproduces its teacher exactly: every English sentence's score given to its
+    versions in ``languages`` (the LAReQA ids that differ only in the language, :func:`~.data.lareqa.make_docid`).
+    Versions tie; they are all relevant or all not, so the order among them changes no figure."""
+    from .data.lareqa import docid_lang
+
+    out = {}
+    for q, docs in english_run.items():
+        out[q] = {}
+        for docid, score in docs.items():
+            if docid_lang(docid) != "en":
+                raise ValueError(f"{docid}: the run must hold English sentences only")
+            rest = docid.split("-", 1)[1]
+            out[q].update({f"{lang}-{rest}": score for lang in languages})
+    return out
+
+
+def lareqa_perfect_student(teacher: str, output_root=".", data_dir=None, hits: int = 100) -> Evaluation:
+    """:func:`perfect_student` of ``teacher``'s English-only LAReQA run (:func:`lareqa_ceiling` makes it), scored
+    as Table 2's rows are: all 13,014 sentences' judgments, top ``hits``."""
+    from .data.lareqa import LANGUAGES, prepare_lareqa
+    from .io import read_run, write_run
+
+    root = Path(output_root)
+    paths = prepare_lareqa(data_dir, root)
+    out = root / "runs" / NAME / f"{slug(teacher)}.perfect-student.txt"
+    write_run(out, perfect_student(read_run(root / "runs" / NAME / f"{slug(teacher)}.txt"), LANGUAGES))
+    return evaluate(out, paths.qrels, depth=hits, metrics=METRICS, name=f"{teacher}, perfect student")
 
 
 def lareqa_ceiling(teacher: str, output_root=".", data_dir=None, **kwargs) -> Evaluation:
@@ -87,6 +121,11 @@ def main(argv=None) -> int:
         print(f"\n## English-only ceiling: LAReQA XQuAD-R, English questions against the English sentences "
               f"({', '.join(map(str, sorted(n)))} judged queries, top {args.hits})\n")
         print(render_table(rows, metrics=METRICS, marks={}))
+        perfect = {name: lareqa_perfect_student(name, args.output_root, args.data_dir, hits=args.hits)
+                   for name in args.teacher}
+        print(f"\n## A perfect student of each teacher: every translation where the teacher puts the English "
+              f"sentence, against all sentences of every language (Table 2's task, top {args.hits})\n")
+        print(render_table(perfect, metrics=METRICS, marks={}))
 
     return run_cli(work)
 

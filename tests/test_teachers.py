@@ -10,7 +10,7 @@ import pytest
 from pyserini_kdspd import io
 from pyserini_kdspd.ceiling import NAME as CEILING
 from pyserini_kdspd.ceiling import main as ceiling_main
-from pyserini_kdspd.ceiling import restrict_qrels, teacher_ceiling
+from pyserini_kdspd.ceiling import perfect_student, restrict_qrels, teacher_ceiling
 from pyserini_kdspd.distill import Teacher
 from pyserini_kdspd.distill.dev import evaluate_saved
 from pyserini_kdspd.evaluate import evaluate
@@ -68,6 +68,27 @@ def test_student_of_the_e5_teacher_encodes_queries_the_teachers_way(python, bite
 def test_restrict_qrels_keeps_only_the_searched_documents():
     qrels = {"q1": {"en-1": 1, "de-1": 1}, "q2": {"de-2": 1}}
     assert restrict_qrels(qrels, ["en-1", "en-2"]) == {"q1": {"en-1": 1}}
+
+
+def test_a_perfect_student_ranks_every_version_where_the_teacher_ranks_the_english_sentence(tmp_path):
+    """Two questions; the English run ranks the answer first for q1 and second for q2. Every version of an English
+    sentence takes its score, so q1's three answers fill ranks 1-3 (AP 1) and q2's come after the three versions of
+    the sentence above them (AP of ranks 4, 5, 6 = (1/4 + 2/5 + 3/6) / 3)."""
+    from pyserini_kdspd.evaluate import evaluate
+
+    english = {"q1": {"en-a000-p00-s00": 0.9, "en-a000-p00-s01": 0.5},
+               "q2": {"en-a000-p00-s01": 0.8, "en-a000-p00-s00": 0.7}}
+    run = perfect_student(english, ["ar", "de", "en"])
+    assert run["q2"] == {"ar-a000-p00-s01": 0.8, "de-a000-p00-s01": 0.8, "en-a000-p00-s01": 0.8,
+                         "ar-a000-p00-s00": 0.7, "de-a000-p00-s00": 0.7, "en-a000-p00-s00": 0.7}
+    io.write_run(tmp_path / "run.txt", run)
+    io.write_qrels(tmp_path / "qrels.txt", {"q1": {f"{x}-a000-p00-s00": 1 for x in ("ar", "de", "en")},
+                                             "q2": {f"{x}-a000-p00-s00": 1 for x in ("ar", "de", "en")}})
+    ev = evaluate(tmp_path / "run.txt", tmp_path / "qrels.txt", metrics=("map",))
+    assert ev.per_query["q1"]["map"] == 1.0
+    assert ev.per_query["q2"]["map"] == pytest.approx((1 / 4 + 2 / 5 + 3 / 6) / 3)
+    with pytest.raises(ValueError, match="English sentences only"):
+        perfect_student({"q1": {"de-a000-p00-s00": 1.0}}, ["en"])
 
 
 @pytest.mark.slow
