@@ -334,7 +334,7 @@ def readme_block(root: Path, collection: str, table: str, prog: str) -> str:
     return "\n".join([f"<!-- written by `{prog} --readme` from runs/{collection}/{table}.json; edits here are "
                       "overwritten -->",
                       f"`{meta['command']}` finished {meta['finished']} on {cpu['model']} ({cpu['cores']} cores).", "",
-                      markdown(meta)])  # rendered from the record, as the command rendered its .md
+                      (root / "runs" / collection / f"{table}.md").read_text(encoding="utf-8").strip()])
 
 
 # ---------------------------------------------------------------------------- the commands' CLI
