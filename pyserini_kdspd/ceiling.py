@@ -56,7 +56,7 @@ def perfect_student(english_run: Mapping[str, Mapping[str, float]], languages: I
     """The run of a student that reproduces its teacher exactly: every English sentence's score given to its
     versions in ``languages`` (the LAReQA ids that differ only in the language, :func:`~.data.lareqa.make_docid`).
     Versions tie; they are all relevant or all not, so the order among them changes no figure."""
-    from .data.lareqa import docid_lang
+    from .data.lareqa import docid_lang, in_language
 
     out = {}
     for q, docs in english_run.items():
@@ -64,8 +64,7 @@ def perfect_student(english_run: Mapping[str, Mapping[str, float]], languages: I
         for docid, score in docs.items():
             if docid_lang(docid) != "en":
                 raise ValueError(f"{docid}: the run must hold English sentences only")
-            rest = docid.split("-", 1)[1]
-            out[q].update({f"{lang}-{rest}": score for lang in languages})
+            out[q].update({in_language(docid, lang): score for lang in languages})
     return out
 
 
@@ -75,10 +74,10 @@ def lareqa_perfect_student(teacher: str, output_root=".", data_dir=None, hits: i
     from .data.lareqa import LANGUAGES, prepare_lareqa
     from .io import read_run, write_run
 
-    root = Path(output_root)
-    paths = prepare_lareqa(data_dir, root)
-    out = root / "runs" / NAME / f"{slug(teacher)}.perfect-student.txt"
-    write_run(out, perfect_student(read_run(root / "runs" / NAME / f"{slug(teacher)}.txt"), LANGUAGES))
+    paths = prepare_lareqa(data_dir, output_root)
+    english = ceiling_run(output_root, teacher)
+    out = english.with_name(f"{english.stem}.perfect-student.txt")
+    write_run(out, perfect_student(read_run(english), LANGUAGES))
     return evaluate(out, paths.qrels, depth=hits, metrics=METRICS, name=f"{teacher}, perfect student")
 
 
@@ -86,10 +85,16 @@ def lareqa_ceiling(teacher: str, output_root=".", data_dir=None, **kwargs) -> Ev
     """:func:`teacher_ceiling` on LAReQA XQuAD-R in English (prepared under ``output_root`` if needed)."""
     from .data.lareqa import QUERY_LANGUAGE, prepare_lareqa
 
-    root, name, lang = Path(output_root), slug(teacher), QUERY_LANGUAGE
+    root, lang = Path(output_root), QUERY_LANGUAGE
     paths = prepare_lareqa(data_dir, root)
     return teacher_ceiling(teacher, paths.by_lang[lang], paths.topics[lang], paths.qrels,
-                           root / "indexes" / NAME / name, root / "runs" / NAME / f"{name}.txt", **kwargs)
+                           root / "indexes" / NAME / slug(teacher), ceiling_run(root, teacher), **kwargs)
+
+
+def ceiling_run(output_root, teacher: str) -> Path:
+    """Where :func:`lareqa_ceiling` writes ``teacher``'s English-only run (and :func:`lareqa_perfect_student`
+    reads it)."""
+    return Path(output_root) / "runs" / NAME / f"{slug(teacher)}.txt"
 
 
 def slug(name: str) -> str:

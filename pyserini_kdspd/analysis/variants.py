@@ -268,6 +268,11 @@ def _f(x, fmt: str = ".3f") -> str:
     return "–" if x is None else format(x, fmt)
 
 
+def _marked(value: float, p: float | None) -> str:
+    """A figure, with * when it differs from the reference row's (paired p < 0.05)."""
+    return f"{value:.3f}" + ("*" if p is not None and p < 0.05 else "")
+
+
 def markdown(meta: dict) -> str:
     """The table of a ``compare`` record, with what every column means under it."""
     bias = meta["bias_depth"] is not None
@@ -285,13 +290,12 @@ def markdown(meta: dict) -> str:
                  f"{r['seconds_per_step']:.2f}", f"{r['encode']['sentences_per_second']:.1f}",
                  _f(dev.get("p1_en_xx")), _f(dev.get("p1_xx_en")),
                  _f(dev["mse"] * 1e3 if dev.get("mse") is not None else None), _f(dev.get("pooled_query_map"), ".4f")]
-        cells += [f"{r['lareqa'][m]:.3f}" + ("*" if p.get(m, 1.0) < 0.05 else "") for m in METRICS]
+        cells += [_marked(r["lareqa"][m], p.get(m)) for m in METRICS]
         if bias:
             cells.append(_f((r["bias"] or {}).get("rank_distance_mean"), ".0f"))
         for setting, metric, _ in CROSS_LINGUAL_COLUMNS if cross else ():
             x = r["cross_lingual"][setting]
-            cells.append(f"{x['mean'][metric]:.3f}" + ("*" if (x["p_vs_reference"] or {}).get(metric, 1.0) < 0.05
-                                                          else ""))
+            cells.append(_marked(x["mean"][metric], (x["p_vs_reference"] or {}).get(metric)))
         lines.append("| " + " | ".join(cells) + " |")
     docs = {r["encode"]["documents"] for r in meta["rows"]}
     notes = [

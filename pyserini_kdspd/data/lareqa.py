@@ -146,6 +146,11 @@ def docid_lang(docid: str) -> str:
     return docid.split("-", 1)[0]
 
 
+def in_language(docid: str, lang: str) -> str:
+    """The id :func:`make_docid` gives the same sentence position in ``lang``."""
+    return f"{lang}-{docid.split('-', 1)[1]}"
+
+
 def query_id(qid: str, lang: str) -> str:
     """``<qid>-<lang>``: one id per question and language, so that one qrels file judges every language's
     questions (XQuAD's ids are hex strings without a dash)."""
