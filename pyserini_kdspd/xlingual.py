@@ -97,13 +97,22 @@ def system_runs(model, paths: LareqaPaths, root: Path, hits: int = 100, threads:
 def index_runs(model, index: Path, paths: LareqaPaths, runs_dir: Path, hits: int = 100, threads: int = 2,
                force: bool = False) -> dict[str, Path]:
     """The X -> En and X -> All runs (``runs_dir/{x-en,x-all}/<model>.txt``) of ``model`` from its end-to-end
-    ``index`` of ``paths``' collection: X -> En searches the English sentences cut out of it."""
-    from .search.dense import language_indexes, search
+    ``index`` of ``paths``' collection: X -> En searches the English sentences cut out of it. The questions
+    are encoded once for both (``<index>.all-languages.queries``, beside the index), and only when a run
+    is stale."""
+    from .search.dense import encode_queries, language_indexes, search
 
+    index = Path(index)
     english = language_indexes(model, index, paths.corpus / "corpus.jsonl", force=force)[QUERY_LANGUAGE]
-    return {setting: search(model, searched, paths.all_topics, Path(runs_dir) / setting / f"{model.name}.txt",
-                            hits=hits, threads=threads, force=force, query_lang=str(paths.all_topics))
-            for setting, searched in (("x-en", english), ("x-all", index))}
+    outs = {setting: Path(runs_dir) / setting / f"{model.name}.txt" for setting in SETTINGS}
+    searched = {"x-en": english, "x-all": index}
+    queries = None
+    if force or not all(io.newer(outs[s], searched[s] / "index") and outs[s].stat().st_size > 0 for s in outs):
+        queries = encode_queries(model, paths.all_topics, index.with_name(f"{index.name}.all-languages.queries"),
+                                 force=force, query_lang=str(paths.all_topics), source=index / "index")
+    return {setting: search(model, searched[setting], paths.all_topics, out, hits=hits, threads=threads,
+                            force=force, encoded_queries=queries, query_lang=str(paths.all_topics))
+            for setting, out in outs.items()}
 
 
 def evaluate_runs(runs: Mapping[str, Mapping[str, Path]], paths: LareqaPaths, hits: int = 100,

@@ -87,6 +87,17 @@ def test_pre_encoded_queries_are_what_the_search_cli_computes(lareqa_slice, tmp_
     for text in topics.values():
         np.testing.assert_array_equal(stored.encode(text), queries.encode(text))
 
+    # reused while newer than its source (the model's index), written again once the source changes
+    pickle, source = out / "embedding.pkl", tmp_path / "index"
+    source.write_text("an index written before the vectors")
+    os.utime(source, ns=(pickle.stat().st_mtime_ns - 10**9,) * 2)
+    stamp = pickle.stat().st_mtime_ns
+    encode_queries(DenseModel.from_name("muse", "muse"), root / "topics.de.tsv", out, source=source)
+    assert pickle.stat().st_mtime_ns == stamp
+    os.utime(source, ns=(stamp + 10**9,) * 2)  # a retrained model's new index
+    encode_queries(DenseModel.from_name("muse", "muse"), root / "topics.de.tsv", out, source=source)
+    assert pickle.stat().st_mtime_ns > stamp
+
 
 def test_package_languages():
     assert set(LANGUAGES) & set(MUSE_LANGUAGES) == set(COVERED)

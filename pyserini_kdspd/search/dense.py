@@ -232,30 +232,35 @@ def split_index(index_dir, corpus_jsonl, out_root, field_name: str = "lang", for
     return outs
 
 
-def encode_queries(model: DenseModel, topics, out_dir, force: bool = False) -> Path:
-    """Stock ``python -m pyserini.encode.query`` once, so that searching many per-language
-    indexes reuses the query vectors (``--encoded-queries``) instead of re-encoding them per index.
+def encode_queries(model: DenseModel, topics, out_dir, force: bool = False, query_lang: str | None = None,
+                   source=None) -> Path:
+    """The topics' query vectors in Pyserini's ``--encoded-queries`` layout (``out_dir/embedding.pkl``, an
+    ``id``/``text``/``embedding`` table), so that searching several indexes encodes the queries once.
 
-    That CLI picks its encoder from a fixed list, which cannot reach mUSE: for ``muse`` the same file
-    (Pyserini's ``id``/``text``/``embedding`` table) is written here from :func:`query_vectors`, the
-    vectors ``pyserini.search.faiss --encoder muse`` computes itself."""
-    if model.kind not in ("auto", "muse"):
-        raise ValueError(f"{model.name}: pre-encoded queries are made for Auto encoders and mUSE only")
+    Auto encoders go through stock ``python -m pyserini.encode.query``. That CLI picks its encoder from a
+    fixed list which reaches neither mUSE nor a KD-SPD folder: for ``muse`` and ``kdspd`` the same file is
+    written here by the query encoder ``pyserini.search.faiss`` builds (for ``kdspd`` told ``query_lang``, a
+    code or the topics file tagging each query, so non-English queries take the student as they would
+    there). The file is reused unless ``force``, or older than ``source`` (the model's index: a retrained
+    model writes a new index, and its old query vectors must not survive it)."""
+    if model.kind not in ("auto", "muse", "kdspd"):
+        raise ValueError(f"{model.name}: pre-encoded queries are made for Auto, mUSE and KD-SPD encoders only")
     out_dir = Path(out_dir)
-    if (out_dir / "embedding.pkl").is_file() and not force:
+    done = out_dir / "embedding.pkl"
+    if done.is_file() and not force and (source is None or newer(done, source)):
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "embedding.pkl.partial"
-    if model.kind == "muse":
+    if model.kind in ("muse", "kdspd"):
         import numpy as np
         import pandas as pd
         from pyserini.query_iterator import DefaultQueryIterator
 
-        encoder = _query_encoder(model, topics)
+        encoder = _query_encoder(model, topics, query_lang=query_lang)
         ids, texts = zip(*((str(q), t) for q, t in DefaultQueryIterator.from_topics(str(topics))))  # as the CLI reads
         pd.DataFrame({"id": ids, "text": texts, "embedding": [np.asarray(encoder.encode(t), dtype=np.float32)
                                                                for t in texts]}).to_pickle(tmp)
-        os.replace(tmp, out_dir / "embedding.pkl")
+        os.replace(tmp, done)
         return out_dir
     cmd = [sys.executable, "-m", "pyserini.encode.query", "--topics", str(topics), "--encoder", model.path,
            "--output", str(tmp), "--device", "cpu", "--pooling", model.pooling]
@@ -264,7 +269,7 @@ def encode_queries(model: DenseModel, topics, out_dir, force: bool = False) -> P
     if model.query_prefix:
         cmd += ["--prefx", model.query_prefix.rstrip()]  # sic: pyserini 1.6.0 spells it --prefx
     _run(cmd, f"encode {topics} with {model.name}", model)
-    os.replace(tmp, out_dir / "embedding.pkl")
+    os.replace(tmp, done)
     return out_dir
 
 
@@ -314,16 +319,22 @@ def search_by_language(model: DenseModel, index_dir, corpus_jsonl, topics, runs_
     outs = {lang: Path(runs_dir) / f"{model.name}.{lang}.txt" for lang in per_lang}
     queries = None
     if force or not all(newer(outs[lang], d / "index") for lang, d in per_lang.items()):
-        queries = encode_queries(model, topics, index_dir.with_name(f"{model.name}.queries"), force=force)
+        queries = encode_queries(model, topics, index_dir.with_name(f"{model.name}.queries"), force=force,
+                                 source=index_dir / "index")
     return {lang: search(model, d, topics, outs[lang], hits=hits, threads=threads, force=force,
                          extra_args=extra_args, encoded_queries=queries) for lang, d in per_lang.items()}
 
 
-def _query_encoder(model: DenseModel, topics):
+def _query_encoder(model: DenseModel, topics, query_lang: str | None = None):
     """The query encoder ``pyserini.search.faiss`` builds for ``model`` (its own ``init_query_encoder``,
-    called as its CLI calls it with :meth:`DenseModel.search_args`)."""
+    called as its CLI calls it with :meth:`DenseModel.search_args`); a KD-SPD folder's is told
+    ``query_lang`` here, as :func:`search` tells the CLI's through the environment."""
     from pyserini.search.faiss.__main__ import init_query_encoder
 
+    if model.kind == "kdspd" and query_lang:
+        from ..encoders import KdspdQueryEncoder
+
+        return KdspdQueryEncoder(model.path, device="cpu", query_lang=str(query_lang))
     ours = model.kind in ("kdspd", "muse")  # the plugin's map keys; anything else is Pyserini's Auto class
     prefix = model.query_prefix.rstrip() if model.query_prefix and not ours else None  # as search_args passes it
     return init_query_encoder(model.path, model.kind if ours else "auto", None, str(topics), None, "cpu", 256,
