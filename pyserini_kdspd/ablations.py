@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from .analysis.variants import Variant, main as variants_main
+from .analysis.variants import Variant, main as variants_main, run_table
 from .train import other_vector
 
 _OTHER = other_vector("spd")
@@ -34,6 +34,11 @@ NOTE = ("Learning rates: KD-SPD's, chosen by the FLORES dev sweep (`python -m py
         "variant with prompts and a decoder (not swept again per variant); no decoder (KD-Encoder) has no fresh "
         "parameters and keeps its own swept rate. UTSPD applies one shared block 12 times, adding a temporal "
         "embedding after each application (paper).")
+
+
+def run(s, col, command: str = "python -m pyserini_kdspd.ablations"):
+    """Every variant on the driver's settings ``s`` and LAReQA ``col`` (the driver's ``--analyses ablations``)."""
+    return run_table(VARIANTS, col, s, "ablations", note=NOTE, command=command)
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from .analysis.variants import Variant, main as variants_main
+from .analysis.variants import Variant, main as variants_main, run_table
 
 
 def _loss(name: str, spec: str, slug: str) -> Variant:
@@ -34,6 +34,11 @@ VARIANTS = (
 NOTE = ("Learning rates: KD-SPD's, chosen by the FLORES dev sweep for MSE (`python -m pyserini_kdspd.sweep`), for "
         "every objective (not swept again per objective). listwise scores with the teacher's dot product (no "
         "reranker ships offline).")
+
+
+def run(s, col, command: str = "python -m pyserini_kdspd.objectives"):
+    """Every objective on the driver's settings ``s`` and LAReQA ``col`` (the driver's ``--analyses objectives``)."""
+    return run_table(VARIANTS, col, s, "objectives", note=NOTE, command=command, cross_lingual=True)
 
 
 def main(argv=None) -> int:

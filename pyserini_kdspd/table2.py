@@ -46,7 +46,8 @@ ROW_ORDER = [
 MARKS = {"†": "mDPR", "‡": "KD-Encoder"}
 SYSTEMS = ("bm25", "dense", "kd")
 COLLECTIONS = ("lareqa", "mtrec", "clef")
-ANALYSES = ("bias", "langid")  # the paper's analyses the driver can run on what it made (--analyses)
+ANALYSES = ("bias", "langid", "ablations", "zeroshot", "objectives")  # the paper's analyses the driver can run
+TRAINING_ANALYSES = ANALYSES[2:]  # ... those that train students of their own (each also a command of its own)
 # Optimizer steps per student: quick is sized for about an hour side by side on a 2-core CPU (README: Table 2).
 TRAIN_STEPS = {"quick": 1200, "full": 4800}
 # eflomal reads its sampler's seed from /dev/urandom (no flag sets it); IBM Model 1 is deterministic.
@@ -414,6 +415,16 @@ def run_analyses(s: Settings, collections: list[Collection], students: dict[str,
                 print(f"[skip] langid on {col.name}: needs LAReQA's gold language tags and the driver's KD-SPD")
                 continue
             print("\n" + render_markdown(langid_report(col, s, students["KD-SPD"])))
+    for name in (a for a in TRAINING_ANALYSES if a in s.analyses):
+        import importlib
+
+        col = next((c for c in collections if c.name == "lareqa"), None)
+        if col is None:
+            print(f"[skip] {name}: it trains and scores its students on LAReQA XQuAD-R, which this run did not prepare")
+            continue
+        # the command's own entry (python -m pyserini_kdspd.<name>) at its defaults, on this run's settings
+        out = importlib.import_module(f".{name}", __package__).run(s, col, command=s.command)
+        print("\n" + out["md"].read_text(encoding="utf-8") + "wrote " + ", ".join(map(str, out.values())))
 
 
 # ------------------------------------------------------------------ what made the table, and the README
@@ -635,9 +646,11 @@ def main(argv=None) -> int:
                         "labelled as such), a TSV file qid<TAB>lang<TAB>text, or a Hugging Face MT model "
                         "(e.g. facebook/nllb-200-distilled-600M; needs a network)")
     p.add_argument("--analyses", type=_comma_list(ANALYSES), default=(),
-                   help="comma list of the paper's analyses to run after the table (bias: language bias, "
-                        "Figure 4; langid: KD-SPD with language-ID tags against gold tags; both on LAReQA), "
-                        "written under runs/<collection>/")
+                   help="comma list of the paper's analyses to run after the table, written under "
+                        "runs/<collection>/, all on LAReQA (bias: language bias, Figure 4; langid: KD-SPD with "
+                        "language-ID tags against gold tags; ablations, zeroshot, objectives: the commands "
+                        "python -m pyserini_kdspd.<name> at their defaults, training their students for this "
+                        "run's steps and reusing its own)")
     p.add_argument("--hits", type=int, default=100)
     p.add_argument("--seed", type=int, default=0,
                    help="every random choice: the students' initialisation, dropout and batch order, round robin's "

@@ -185,6 +185,11 @@ def markdown(meta: dict) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(per) + "\n\n" + "\n\n".join(notes)
 
 
+def run(s, col, command: str = PROG) -> dict[str, Path]:
+    """:func:`run_zeroshot` at the command's defaults (the driver's ``--analyses zeroshot``)."""
+    return run_zeroshot(s, col, HELD_OUT, command=command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ._cli import train_passthrough
     from .analysis.variants import build_parser, run_command

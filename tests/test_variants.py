@@ -288,3 +288,23 @@ def test_zeroshot_trains_kdspd_without_greek_gives_it_the_average_prompt_and_sco
     readme.write_text("<!-- zeroshot:start -->\n<!-- zeroshot:end -->\n", encoding="utf-8")
     assert zeroshot.main(["--readme", str(readme), "--output-root", str(root)]) == 0
     assert "| KD-SPD without el |" in readme.read_text(encoding="utf-8")
+
+
+def test_the_drivers_analyses_reach_each_command_at_its_defaults(driver, slice_collection, capsys):
+    """``table2 --analyses ablations,objectives,zeroshot``: each runs its command's own entry on the driver's settings
+    (shown by where each stops before any training here: the driver's students refused at another budget, the
+    objectives' LAReQA data looked for in the driver's data folder, the zero-shot defaults el/th/vi checked against
+    the bitext); with no LAReQA in the run, each is skipped with one line."""
+    from pyserini_kdspd.table2 import TRAINING_ANALYSES, run_analyses
+
+    col, _, _ = slice_collection
+    assert set(TRAINING_ANALYSES) == {"ablations", "objectives", "zeroshot"}
+    with pytest.raises(ValueError, match="trained for 2 steps, this command asks for 3"):
+        run_analyses(replace(driver, train_steps=3, analyses=("ablations",)), [col], {})
+    with pytest.raises(FileNotFoundError, match="lareqa"):
+        run_analyses(replace(driver, analyses=("objectives",)), [col], {})
+    with pytest.raises(ValueError, match=r"held-out language\(s\) th, vi: each must be a language of both the bitext"):
+        run_analyses(replace(driver, analyses=("zeroshot",)), [col], {})
+    assert not (driver.root / "models" / "variants" / "utspd").exists()  # nothing trained on the way
+    run_analyses(replace(driver, analyses=TRAINING_ANALYSES), [replace(col, name="clef")], {})
+    assert capsys.readouterr().out.count("[skip]") == 3

@@ -394,12 +394,18 @@ def main(argv: Sequence[str] | None, prog: str, table: str, variants: Sequence[V
     p.add_argument("--no-bias", action="store_true", help="skip the depth-1000 runs and the language-bias column")
 
     def make(a, s, col, command):
-        from ..data.lareqa import prepare_lareqa
-
-        paths = prepare_lareqa(data_dir=s.data, output_root=s.root) if cross_lingual else None  # as lareqa(s) did
-        return compare([v for v in variants if v.slug in a.variants], col, s, table, note=note,
-                       extra=train_passthrough(a), bias=not a.no_bias, command=command, cross_lingual=paths)
+        return run_table([v for v in variants if v.slug in a.variants], col, s, table, note=note,
+                         extra=train_passthrough(a), bias=not a.no_bias, command=command, cross_lingual=cross_lingual)
     return run_command(p, argv, prog, table, make)
+
+
+def run_table(variants: Sequence[Variant], col, s, table: str, cross_lingual: bool = False, **kwargs) -> dict[str, Path]:
+    """:func:`compare` on LAReQA, what a variants command runs and the driver's ``--analyses <table>`` too;
+    ``cross_lingual``: with the LAReQA paths of the questions in every language (prepared as ``col`` was)."""
+    from ..data.lareqa import prepare_lareqa
+
+    paths = prepare_lareqa(data_dir=s.data, output_root=s.root) if cross_lingual else None
+    return compare(variants, col, s, table, cross_lingual=paths, **kwargs)
 
 
 def run_command(p: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str, table: str,
