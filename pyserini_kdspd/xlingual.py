@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -284,11 +285,20 @@ def main(argv=None) -> int:
                       f"KD-SPD and KD-Encoder there)")
                 continue
             models.append((label, folder.name, str(folder)))
-        st, runs = Stages(), {}
+        st, runs, made = Stages(), {}, {}
         for label, slug, name in models:
+            model = DenseModel.from_name(slug, name)
+            same = next((other for other, m in made.items() if replace(m, name=model.name) == model
+                         and subsets.get(other) == subsets.get(label)), None)
+            if same is not None:  # the default teacher is mDPR's model with the same prefixes: one encoding, one run
+                print(f"[reuse] {label} encodes queries and documents exactly as {same}: its runs are {same}'s",
+                      flush=True)
+                runs[label] = runs[same]
+                continue
             with st(f"{label}: X -> En and X -> All"):
-                runs[label] = system_runs(DenseModel.from_name(slug, name), subsets.get(label, paths),
-                                          a.output_root, hits=a.hits, threads=a.threads, force=a.force)
+                runs[label] = system_runs(model, subsets.get(label, paths), a.output_root, hits=a.hits,
+                                          threads=a.threads, force=a.force)
+            made[label] = model
         with st("evaluate"):
             evals = evaluate_runs(runs, paths, a.hits, subsets)
             out = write_outputs(a.output_root, runs, evals, paths, a.hits, command, subsets)

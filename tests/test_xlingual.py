@@ -19,6 +19,7 @@ from pyserini_kdspd.data.lareqa import (
     split_query_id,
 )
 from pyserini_kdspd.runtime import ENV, resolve
+from test_langid import mini_data  # noqa: F401  (fixture: three XQuAD-R paragraphs in every language)
 
 SLICE_LANGS = ("en", "de", "zh")
 N_QUESTIONS = 6
@@ -265,3 +266,20 @@ def test_x_to_english_end_to_end_on_the_slice(xslice, xruns):
     text = render(evals)
     assert "| KD-SPD |" in text and "de P@1" in text and "mean P@1" in text and "X → All" in text
     assert trec_eval_note(runs, evals, paths).startswith("Every mean")
+
+
+@pytest.mark.slow
+def test_the_command_runs_a_teacher_that_is_mdprs_model_once(mini_data, tmp_path, capsys):
+    """``python -m pyserini_kdspd.xlingual`` with the teacher the same model as mDPR (the offline default: e5-small
+    with the same prefixes): one index, one query encoding and one run per setting, shown in both rows."""
+    from pyserini_kdspd import xlingual
+
+    argv = ["--data-dir", str(mini_data), "--output-root", str(tmp_path), "--mdpr", "all-MiniLM-L6-v2", "--teacher",
+            "all-MiniLM-L6-v2", "--muse", "none", "--students", "--threads", "1"]
+    assert xlingual.main(argv) == 0
+    assert "[reuse] Teacher (English) encodes queries and documents exactly as mDPR" in capsys.readouterr().out
+    for setting in xlingual.SETTINGS:
+        assert sorted(p.name for p in (tmp_path / "runs" / "lareqa" / setting).glob("*.txt")) == ["mdpr.txt"]
+    assert not (tmp_path / "indexes" / "lareqa" / "teacher").exists()
+    systems = io.read_json(tmp_path / "runs" / "lareqa" / "xlingual.json")["systems"]
+    assert set(systems) == {"mDPR", "Teacher (English)"} and systems["mDPR"] == systems["Teacher (English)"]
