@@ -283,3 +283,10 @@ def test_the_command_runs_a_teacher_that_is_mdprs_model_once(mini_data, tmp_path
     assert not (tmp_path / "indexes" / "lareqa" / "teacher").exists()
     systems = io.read_json(tmp_path / "runs" / "lareqa" / "xlingual.json")["systems"]
     assert set(systems) == {"mDPR", "Teacher (English)"} and systems["mDPR"] == systems["Teacher (English)"]
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- xlingual:start -->\nstale block\n<!-- xlingual:end -->\n", encoding="utf-8")
+    assert xlingual.main(["--readme", str(readme), "--output-root", str(tmp_path)]) == 0
+    text = readme.read_text(encoding="utf-8")
+    table = (tmp_path / "runs" / "lareqa" / "xlingual.md").read_text(encoding="utf-8").strip()
+    assert "stale block" not in text and table in text and "| Teacher (English) |" in text
