@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from importlib import metadata
+from importlib import import_module, metadata
 from pathlib import Path
 
 from . import io
@@ -416,14 +416,12 @@ def run_analyses(s: Settings, collections: list[Collection], students: dict[str,
                 continue
             print("\n" + render_markdown(langid_report(col, s, students["KD-SPD"])))
     for name in (a for a in TRAINING_ANALYSES if a in s.analyses):
-        import importlib
-
         col = next((c for c in collections if c.name == "lareqa"), None)
         if col is None:
             print(f"[skip] {name}: it trains and scores its students on LAReQA XQuAD-R, which this run did not prepare")
             continue
         # the command's own entry (python -m pyserini_kdspd.<name>) at its defaults, on this run's settings
-        out = importlib.import_module(f".{name}", __package__).run(s, col, command=s.command)
+        out = import_module(f".{name}", __package__).run(s, col, command=s.command)
         print("\n" + out["md"].read_text(encoding="utf-8") + "wrote " + ", ".join(map(str, out.values())))
 
 
