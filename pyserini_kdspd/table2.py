@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import import_module, metadata
 from pathlib import Path
 
@@ -261,8 +261,7 @@ def shared_index(model, encoded: dict, target: Path) -> Path | None:
     """When a model encodes documents exactly as one already encoded (the offline default's teacher is mDPR's
     multilingual-e5-small, with the same prefixes), ``target`` becomes a link to that index instead of a
     second 13k-sentence encoding; None when no such model was encoded."""
-    same = next((index for index, done in encoded.items() if replace(done, name=model.name) == model),
-                None)
+    same = next((index for index, done in encoded.items() if model.encodes_as(done)), None)
     if same is None:
         return None
     if not (target.is_symlink() and target.resolve() == same.resolve()):

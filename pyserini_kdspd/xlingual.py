@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -101,14 +100,14 @@ def index_runs(model, index: Path, paths: LareqaPaths, runs_dir: Path, hits: int
     ``index`` of ``paths``' collection: X -> En searches the English sentences cut out of it. The questions
     are encoded once for both (``<index>.all-languages.queries``, beside the index), and only when a run
     is stale."""
-    from .search.dense import encode_queries, language_indexes, search
+    from .search.dense import encode_queries, language_indexes, run_is_current, search
 
     index = Path(index)
     english = language_indexes(model, index, paths.corpus / "corpus.jsonl", force=force)[QUERY_LANGUAGE]
     outs = {setting: Path(runs_dir) / setting / f"{model.name}.txt" for setting in SETTINGS}
     searched = {"x-en": english, "x-all": index}
     queries = None
-    if force or not all(io.newer(outs[s], searched[s] / "index") and outs[s].stat().st_size > 0 for s in outs):
+    if force or not all(run_is_current(outs[s], searched[s]) for s in outs):
         queries = encode_queries(model, paths.all_topics, index.with_name(f"{index.name}.all-languages.queries"),
                                  force=force, query_lang=str(paths.all_topics), source=index / "index")
     return {setting: search(model, searched[setting], paths.all_topics, out, hits=hits, threads=threads,
@@ -303,8 +302,8 @@ def main(argv=None) -> int:
         st, runs, made = Stages(), {}, {}
         for label, slug, name in models:
             model = DenseModel.from_name(slug, name)
-            same = next((other for other, m in made.items() if replace(m, name=model.name) == model
-                         and subsets.get(other) == subsets.get(label)), None)
+            same = next((other for other, m in made.items()
+                         if model.encodes_as(m) and subsets.get(other) == subsets.get(label)), None)
             if same is not None:  # the default teacher is mDPR's model with the same prefixes: one encoding, one run
                 print(f"[reuse] {label} encodes queries and documents exactly as {same}: its runs are {same}'s",
                       flush=True)

@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .._java import java_env
@@ -43,6 +43,11 @@ class DenseModel:
     # batch (e5-small at 512 ran out of 24 GB); KD-SPD folders get a wider one (see from_name).
     doc_batch_size: int = 64
     extra_encode_args: list = field(default_factory=list)
+
+    def encodes_as(self, other: "DenseModel") -> bool:
+        """True when ``other`` encodes queries and documents exactly as this model (every setting but the label):
+        its index and runs can stand for this model's."""
+        return replace(other, name=self.name) == self
 
     @property
     def encoder(self) -> str:
@@ -273,6 +278,12 @@ def encode_queries(model: DenseModel, topics, out_dir, force: bool = False, quer
     return out_dir
 
 
+def run_is_current(output, index_dir) -> bool:
+    """A run :func:`search` reuses: written after its FAISS index, and not empty (else stale or absent)."""
+    output = Path(output)
+    return newer(output, Path(index_dir) / "index") and output.stat().st_size > 0
+
+
 def search(model: DenseModel, index_dir, topics, output, hits: int = 100, threads: int = 2,
            batch_size: int = 64, force: bool = False, extra_args: list | None = None,
            encoded_queries=None, query_lang: str | None = None) -> Path:
@@ -283,7 +294,7 @@ def search(model: DenseModel, index_dir, topics, output, hits: int = 100, thread
     encoded by the student. Other models encode every language with their own query encoder.
     """
     output = Path(output)
-    if not force and newer(output, Path(index_dir) / "index") and output.stat().st_size > 0:  # else stale or absent
+    if not force and run_is_current(output, index_dir):
         log.info("reusing %s", output)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -318,7 +329,7 @@ def search_by_language(model: DenseModel, index_dir, corpus_jsonl, topics, runs_
     per_lang = language_indexes(model, index_dir, corpus_jsonl, force=force)
     outs = {lang: Path(runs_dir) / f"{model.name}.{lang}.txt" for lang in per_lang}
     queries = None
-    if force or not all(newer(outs[lang], d / "index") for lang, d in per_lang.items()):
+    if force or not all(run_is_current(outs[lang], d) for lang, d in per_lang.items()):
         queries = encode_queries(model, topics, index_dir.with_name(f"{model.name}.queries"), force=force,
                                  source=index_dir / "index")
     return {lang: search(model, d, topics, outs[lang], hits=hits, threads=threads, force=force,
