@@ -14,14 +14,19 @@ Indexes go to ``<output-root>/indexes/lareqa-en/<teacher>``, runs to ``<output-r
 both are reused while the teacher's weights are unchanged.
 
 Beside it, the same bound in Table 2's terms (:func:`perfect_student`): a student that put every translation
-exactly where the teacher puts the English sentence would rank each English sentence's 11 versions together,
-at its English score, against all 13,014 sentences; its MAP is what distillation from that teacher can reach.
+exactly where the teacher puts the English sentence would rank each English sentence's versions together, at its
+English score, against all 13,014 sentences; its MAP is what distillation from that teacher can reach. The versions
+are XQuAD-R's own alignment (:func:`~.data.lareqa.translations`: the sentences holding the same answer), not the
+sentence position, which differs between languages for one answer in seven.
+
+``--readme`` copies the last report (``runs/lareqa-en/ceiling.md``) into the README's ceiling block.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -52,33 +57,40 @@ def teacher_ceiling(teacher: str, corpus_dir, topics, qrels, index_dir, run_file
     return evaluate(run, restrict_qrels(read_qrels(qrels), docids), depth=hits, metrics=METRICS, name=teacher)
 
 
-def perfect_student(english_run: Mapping[str, Mapping[str, float]], languages: Iterable[str]) -> dict:
-    """The run of a student that reproduces its teacher exactly: every English sentence's score given to its
-    versions in ``languages`` (the LAReQA ids that differ only in the language, :func:`~.data.lareqa.make_docid`).
-    Versions tie; they are all relevant or all not, so the order among them changes no figure."""
-    from .data.lareqa import docid_lang, in_language
+def perfect_student(english_run: Mapping[str, Mapping[str, float]], versions: Mapping[str, Iterable[str]]) -> dict:
+    """The run of a student that reproduces its teacher exactly: every English sentence's score given to each of its
+    ``versions`` (English id -> ids in every language, :func:`~.data.lareqa.translations`); a sentence that is a
+    version of several English sentences takes the highest of their scores. The versions of one sentence tie; the
+    answers among them are all relevant, and a non-answer sentence placed there by its position ties with them in
+    trec_eval's order (by docid)."""
+    from .data.lareqa import QUERY_LANGUAGE, docid_lang
 
     out = {}
     for q, docs in english_run.items():
-        out[q] = {}
+        scores: dict[str, float] = {}
         for docid, score in docs.items():
-            if docid_lang(docid) != "en":
+            if docid_lang(docid) != QUERY_LANGUAGE:
                 raise ValueError(f"{docid}: the run must hold English sentences only")
-            out[q].update({in_language(docid, lang): score for lang in languages})
+            for v in versions.get(docid, (docid,)):
+                if v not in scores or score > scores[v]:
+                    scores[v] = score
+        out[q] = scores
     return out
 
 
 def lareqa_perfect_student(teacher: str, output_root=".", data_dir=None, hits: int = 100) -> Evaluation:
     """:func:`perfect_student` of ``teacher``'s English-only LAReQA run (:func:`lareqa_ceiling` makes it), scored
     as Table 2's rows are: all 13,014 sentences' judgments, top ``hits``."""
-    from .data.lareqa import LANGUAGES, prepare_lareqa
+    from .data.lareqa import prepare_lareqa, translations
     from .io import read_run, write_run
 
     paths = prepare_lareqa(data_dir, output_root)
+    qrels = read_qrels(paths.qrels)
+    versions = translations(qrels, (r["id"] for f in collection_files(paths.corpus) for r in read_jsonl(f)))
     english = ceiling_run(output_root, teacher)
     out = english.with_name(f"{english.stem}.perfect-student.txt")
-    write_run(out, perfect_student(read_run(english), LANGUAGES))
-    return evaluate(out, paths.qrels, depth=hits, metrics=METRICS, name=f"{teacher}, perfect student")
+    write_run(out, perfect_student(read_run(english), versions))
+    return evaluate(out, paths.qrels, depth=hits, metrics=METRICS, name=teacher)
 
 
 def lareqa_ceiling(teacher: str, output_root=".", data_dir=None, **kwargs) -> Evaluation:
@@ -102,11 +114,46 @@ def slug(name: str) -> str:
     return Path(str(name).rstrip("/")).name
 
 
-def main(argv=None) -> int:
-    from ._cli import NATURAL, POSITIVE_INT, configure_logging, run_cli
+def report_path(output_root) -> Path:
+    """Where :func:`main` writes its tables (``--readme`` copies them into the README)."""
+    return Path(output_root) / "runs" / NAME / "ceiling.md"
 
-    p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.ceiling", description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", nargs="+", required=True, metavar="NAME",
+
+def readme_block(output_root) -> str:
+    """The README's copy of :func:`report_path` (which opens with the command that wrote it)."""
+    out = report_path(output_root)
+    if not out.is_file():
+        raise FileNotFoundError(f"{out}: run python -m pyserini_kdspd.ceiling first (--output-root names its root)")
+    return (f"<!-- written by `python -m pyserini_kdspd.ceiling --readme` from runs/{NAME}/ceiling.md; edits here are "
+            f"overwritten -->\n" + out.read_text(encoding="utf-8").strip())
+
+
+def report(rows: Mapping[str, Evaluation], perfect: Mapping[str, Evaluation], command: str, hits: int,
+           sentences: Mapping[str, int]) -> str:
+    """Both tables of :func:`main` in Markdown, under the command that made them; ``sentences``: language ->
+    sentences in the collection."""
+    n = ", ".join(map(str, sorted({ev.num_queries for ev in rows.values()})))
+    return (f"`{command}`:\n\n"
+            f"English-only ceiling: LAReQA XQuAD-R, the {n} English questions against the {sentences['en']:,} English "
+            f"sentences (MAP equals MRR: one answer each), top {hits}.\n\n"
+            + render_table(rows, metrics=METRICS, marks={}).strip() + "\n\n"
+            f"A perfect student of each teacher: every sentence where the teacher puts the English sentence it "
+            f"translates (XQuAD-R's alignment), against all {sum(sentences.values()):,} sentences of the "
+            f"{len(sentences)} languages, each question's answers in every language relevant (Table 2's task), "
+            f"top {hits}.\n\n"
+            + render_table(perfect, metrics=METRICS, marks={}).strip() + "\n")
+
+
+def main(argv=None) -> int:
+    import shlex
+
+    from ._cli import NATURAL, POSITIVE_INT, configure_logging, rewrite_readme_block, run_cli
+    from .io import atomic_write
+
+    p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.ceiling", description=__doc__.split("\n\n")[0],
+                                epilog=f"Writes runs/{NAME}/<teacher>.txt, <teacher>.perfect-student.txt and "
+                                       f"ceiling.md under --output-root.")
+    p.add_argument("--teacher", nargs="+", metavar="NAME",
                    help="teachers to score, one at a time (aliases, Hugging Face ids or folders)")
     p.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default ../shared/data)")
     p.add_argument("--output-root", type=Path, default=Path("."))
@@ -114,7 +161,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=NATURAL, default=1,
                    help="torch and FAISS threads of the Pyserini processes (OMP_NUM_THREADS; 0: their default)")
     p.add_argument("--force", action="store_true", help="re-encode and re-search instead of reusing outputs")
+    p.add_argument("--readme", type=Path, nargs="?", const=Path("README.md"), default=None, metavar="README",
+                   help="run nothing: rewrite the block between <!-- ceiling:start --> and <!-- ceiling:end --> of "
+                        f"README (default README.md) from runs/{NAME}/ceiling.md under --output-root")
     args = p.parse_args(argv)
+    if args.readme is not None:
+        return rewrite_readme_block(args.readme, "ceiling", lambda: readme_block(args.output_root), "ceiling block")
+    if not args.teacher:
+        p.error("--teacher is required (unless --readme)")
+    command = shlex.join(["python", "-m", "pyserini_kdspd.ceiling", *(sys.argv[1:] if argv is None else argv)])
     configure_logging()
     if args.threads:  # the stock CLIs have no thread flag for torch; they inherit the environment
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
@@ -122,15 +177,16 @@ def main(argv=None) -> int:
     def work() -> None:
         rows = {name: lareqa_ceiling(name, args.output_root, args.data_dir, hits=args.hits,
                                      threads=max(1, args.threads), force=args.force) for name in args.teacher}
-        n = {ev.num_queries for ev in rows.values()}
-        print(f"\n## English-only ceiling: LAReQA XQuAD-R, English questions against the English sentences "
-              f"({', '.join(map(str, sorted(n)))} judged queries, top {args.hits})\n")
-        print(render_table(rows, metrics=METRICS, marks={}))
         perfect = {name: lareqa_perfect_student(name, args.output_root, args.data_dir, hits=args.hits)
                    for name in args.teacher}
-        print(f"\n## A perfect student of each teacher: every translation where the teacher puts the English "
-              f"sentence, against all sentences of every language (Table 2's task, top {args.hits})\n")
-        print(render_table(perfect, metrics=METRICS, marks={}))
+        from .data.lareqa import docid_lang, prepare_lareqa
+
+        paths = prepare_lareqa(args.data_dir, args.output_root)
+        sentences = Counter(docid_lang(r["id"]) for f in collection_files(paths.corpus) for r in read_jsonl(f))
+        text = report(rows, perfect, command, args.hits, sentences)
+        with atomic_write(report_path(args.output_root)) as f:
+            f.write(text)
+        print("\n" + text)
 
     return run_cli(work)
 

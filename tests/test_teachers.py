@@ -11,6 +11,7 @@ from pyserini_kdspd import io
 from pyserini_kdspd.ceiling import NAME as CEILING
 from pyserini_kdspd.ceiling import main as ceiling_main
 from pyserini_kdspd.ceiling import perfect_student, restrict_qrels, teacher_ceiling
+from pyserini_kdspd.data.lareqa import in_language, make_docid, translations
 from pyserini_kdspd.distill import Teacher
 from pyserini_kdspd.distill.dev import evaluate_saved
 from pyserini_kdspd.evaluate import evaluate
@@ -70,25 +71,64 @@ def test_restrict_qrels_keeps_only_the_searched_documents():
     assert restrict_qrels(qrels, ["en-1", "en-2"]) == {"q1": {"en-1": 1}}
 
 
-def test_a_perfect_student_ranks_every_version_where_the_teacher_ranks_the_english_sentence(tmp_path):
-    """Two questions; the English run ranks the answer first for q1 and second for q2. Every version of an English
-    sentence takes its score, so q1's three answers fill ranks 1-3 (AP 1) and q2's come after the three versions of
-    the sentence above them (AP of ranks 4, 5, 6 = (1/4 + 2/5 + 3/6) / 3)."""
+def _ids(lang, *sentences):
+    return [make_docid(lang, 0, 0, i) for i in sentences]
+
+
+# One paragraph: English has three sentences; German splits the first in two (its answer in the second half), Thai
+# merges the last two (one sentence holding two questions' answers).
+PARAGRAPH = _ids("en", 0, 1, 2) + _ids("de", 0, 1, 2, 3) + _ids("th", 0, 1)
+ANSWERS = {"q1": _ids("en", 0) + _ids("de", 1) + _ids("th", 0),
+           "q2": _ids("en", 1) + _ids("de", 2) + _ids("th", 1),
+           "q3": _ids("en", 2) + _ids("de", 3) + _ids("th", 1)}
+
+
+def test_translations_follow_the_answers_not_the_positions():
+    versions = translations({q: dict.fromkeys(d, 1) for q, d in ANSWERS.items()}, PARAGRAPH)
+    en = _ids("en", 0, 1, 2)
+    assert [v[0] for v in map(versions.get, en)] == en
+    assert {e: set(v) for e, v in versions.items()} == {
+        en[0]: {en[0], *_ids("de", 0, 1), *_ids("th", 0)},  # de s00 has no answer: its position's
+        en[1]: {en[1], *_ids("de", 2), *_ids("th", 1)},
+        en[2]: {en[2], *_ids("de", 3), *_ids("th", 1)}}
+
+
+def test_translations_of_xquad_r_hold_every_answer_of_the_question(shared_data):
+    """On the real XQuAD-R: every question's 11 answers are versions of its English answer, and every sentence is
+    a version of some English sentence. Sentence positions alone would miss answers in every language but English
+    (Thai most: it has 852 sentences against English's 1,180)."""
+    from pyserini_kdspd.data.lareqa import LANGUAGES, docid_lang, load_lareqa
+
+    data = load_lareqa(shared_data, download=False)
+    docids = [s.docid for s in data.sentences]
+    versions = translations(data.qrels, docids)
+    assert {d for v in versions.values() for d in v} == set(docids)
+    by_position = {e: [in_language(e, lang) for lang in LANGUAGES] for e in versions}
+    for positional, expect_all in ((False, True), (True, False)):
+        table = by_position if positional else versions
+        held = [set(d) <= set(table[next(e for e in d if docid_lang(e) == "en")]) for d in data.qrels.values()]
+        assert all(held) is expect_all
+    assert len(data.qrels) == 1190
+
+
+def test_a_perfect_student_gives_each_version_its_english_sentences_best_score(tmp_path):
+    """The English run ranks q2's answer (s01) second, under s00; Thai's merged sentence is a version of s01 and
+    s02 and takes the higher score. So the four versions of s00 (German's first half by position) come first, all
+    not relevant to q2, and q2's three answers fill ranks 5-7."""
     from pyserini_kdspd.evaluate import evaluate
 
-    english = {"q1": {"en-a000-p00-s00": 0.9, "en-a000-p00-s01": 0.5},
-               "q2": {"en-a000-p00-s01": 0.8, "en-a000-p00-s00": 0.7}}
-    run = perfect_student(english, ["ar", "de", "en"])
-    assert run["q2"] == {"ar-a000-p00-s01": 0.8, "de-a000-p00-s01": 0.8, "en-a000-p00-s01": 0.8,
-                         "ar-a000-p00-s00": 0.7, "de-a000-p00-s00": 0.7, "en-a000-p00-s00": 0.7}
+    versions = translations({q: dict.fromkeys(d, 1) for q, d in ANSWERS.items()}, PARAGRAPH)
+    english = {"q2": dict(zip(_ids("en", 0, 1, 2), (0.9, 0.8, 0.7)))}
+    run = perfect_student(english, versions)
+    assert run["q2"] == {**dict.fromkeys(_ids("en", 0) + _ids("de", 0, 1) + _ids("th", 0), 0.9),
+                         **dict.fromkeys(_ids("en", 1) + _ids("de", 2) + _ids("th", 1), 0.8),
+                         **dict.fromkeys(_ids("en", 2) + _ids("de", 3), 0.7)}
     io.write_run(tmp_path / "run.txt", run)
-    io.write_qrels(tmp_path / "qrels.txt", {"q1": {f"{x}-a000-p00-s00": 1 for x in ("ar", "de", "en")},
-                                             "q2": {f"{x}-a000-p00-s00": 1 for x in ("ar", "de", "en")}})
+    io.write_qrels(tmp_path / "qrels.txt", {"q2": dict.fromkeys(ANSWERS["q2"], 1)})
     ev = evaluate(tmp_path / "run.txt", tmp_path / "qrels.txt", metrics=("map",))
-    assert ev.per_query["q1"]["map"] == 1.0
-    assert ev.per_query["q2"]["map"] == pytest.approx((1 / 4 + 2 / 5 + 3 / 6) / 3)
+    assert ev.per_query["q2"]["map"] == pytest.approx((1 / 5 + 2 / 6 + 3 / 7) / 3)
     with pytest.raises(ValueError, match="English sentences only"):
-        perfect_student({"q1": {"de-a000-p00-s00": 1.0}}, ["en"])
+        perfect_student({"q1": {make_docid("de", 0, 0, 0): 1.0}}, versions)
 
 
 @pytest.mark.slow
@@ -119,6 +159,36 @@ def test_ceiling_cli_refuses_bad_flags_before_any_work(capsys, tmp_path):
         ceiling_main(["--teacher", "all-MiniLM-L6-v2", "--hits", "0", "--output-root", str(tmp_path)])
     assert err.value.code == 2 and "--hits: must be > 0, got 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_ceiling_cli_writes_the_ceiling_and_the_perfect_student_and_the_readme_block(table5_data, tmp_path):
+    """``python -m pyserini_kdspd.ceiling`` on three XQuAD-R paragraphs with MiniLM: the perfect student's run
+    gives every answer the English answer's score, the report's figures are those of the run files, and
+    ``--readme`` copies the report between the markers."""
+    from pyserini_kdspd.ceiling import report_path
+
+    root = tmp_path / "out"
+    assert ceiling_main(["--teacher", "all-MiniLM-L6-v2", "--data-dir", str(table5_data),
+                         "--output-root", str(root)]) == 0
+    english = io.read_run(root / "runs" / CEILING / "all-MiniLM-L6-v2.txt")
+    perfect = io.read_run(root / "runs" / CEILING / "all-MiniLM-L6-v2.perfect-student.txt")
+    qrels = io.read_qrels(root / "qrels" / "lareqa.txt")
+    for q, judged in qrels.items():
+        en = next(d for d in judged if d.startswith("en-"))
+        assert perfect[q][en] == english[q][en]  # a merged sentence may score higher: the best of its English ones
+        assert all(perfect[q][d] >= english[q][en] for d in judged) and len(judged) == 11
+    ev = evaluate(root / "runs" / CEILING / "all-MiniLM-L6-v2.perfect-student.txt", root / "qrels" / "lareqa.txt",
+                  metrics=("map",))
+    text = report_path(root).read_text()
+    assert text.startswith("`python -m pyserini_kdspd.ceiling --teacher all-MiniLM-L6-v2")
+    assert "the 15 English questions against the 17 English sentences" in text and "all 199 sentences" in text
+    assert text.count("| all-MiniLM-L6-v2 |") == 2 and f"{ev.mean['map']:.3f}" in text.split("perfect student")[1]
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- ceiling:start -->\nSTALE\n<!-- ceiling:end -->\nafter\n")
+    assert ceiling_main(["--readme", str(readme), "--output-root", str(root)]) == 0
+    got = readme.read_text()
+    assert "STALE" not in got and text.strip() in got and got.endswith("<!-- ceiling:end -->\nafter\n")
 
 
 @pytest.fixture
