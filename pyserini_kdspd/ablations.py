@@ -28,6 +28,9 @@ VARIANTS = (
     Variant("full prompt per language", "spd-full", ("--student", "spd", "--prompt-kind", "full")),
     # the document vector is the driver's choice (train.RESIDUAL, chosen on FLORES dev): the other one is the ablation
     Variant(_OTHER[0], f"spd-{_OTHER[1]}", ("--student", "spd", _OTHER[2])),
+    # the residual sum's branch: a d x d map from 0 instead of the gate from 0, which stays shut (StudentConfig)
+    Variant("mean pooling + decoder through a linear map from 0", "spd-residual-linear",
+            ("--student", "spd", "--residual", "--residual-branch", "linear")),
     Variant("no decoder (KD-Encoder)", "kd-encoder", ("--student", "mean"), driver="kd-encoder"),
 )
 NOTE = ("Learning rates: KD-SPD's, chosen by the FLORES dev sweep (`python -m pyserini_kdspd.sweep`), for every "

@@ -523,6 +523,9 @@ def _gate(folder: Path) -> str:
 
     from .spd.student import WEIGHTS_NAME
     with safe_open(str(folder / WEIGHTS_NAME), "pt") as f:
+        if "branch.weight" in f.keys():  # residual_branch "linear": W's size against the identity's (sqrt d)
+            w = f.get_tensor("branch.weight").float()
+            return f" (its linear branch after training: ‖W‖_F {w.norm().item():.2g}, identity's {w.shape[0] ** 0.5:.2g})"
         if "gate" not in f.keys():
             return ""
         g = f.get_tensor("gate").float().abs()
@@ -539,7 +542,10 @@ def _student_settings(settings: dict) -> str:
         text += f", head-lr {settings['head_lr']:g}"
     text += f", Adam eps {settings.get('adam_eps', TORCH_ADAM_EPS):g}"  # recorded only off torch's default
     if settings["student"] != "mean":
-        vector = "mean pooling + gated decoder output (residual)" if settings.get("residual") else "decoder output"
+        vector = "decoder output"
+        if settings.get("residual"):
+            vector = ("mean pooling + decoder output through a linear map from 0 (residual)"
+                      if settings.get("residual_branch") == "linear" else "mean pooling + gated decoder output (residual)")
         text += f", l = {settings['prompt_length']}, document vector: {vector}"
     return text
 

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spd/utspd: document vector = the encoder's mean pooling + a gated decoder output, the gate "
                         "starting at 0, so the student starts where KD-Encoder starts (default: the student's in "
                         "RESIDUAL, chosen on FLORES dev; README: residual prompts)")
+    p.add_argument("--residual-branch", choices=["gate", "linear"], default="gate",
+                   help="with --residual, what carries the decoder into the sum, starting at 0: gate, a per-dimension "
+                        "scale (the decoder learns only once it opens), or linear, a d x d map (learns from the first "
+                        "step; README: residual prompts)")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise student outputs (default: as the teacher does; unit targets are "
                         "unreachable at lr 2e-5 from a fresh decoder's norm ~sqrt(d) otherwise)")
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--residual: --student mean (KD-Encoder) is the residual path alone; it has no decoder")
     if args.residual is None:
         args.residual = RESIDUAL[args.student]
+    if args.residual_branch != "gate" and not args.residual:
+        parser.error(f"--residual-branch {args.residual_branch}: only a residual student has one (--residual)")
     output = Path(args.output)
     blocker = next((p for p in (output, *output.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
@@ -308,6 +314,7 @@ def _build_trainer(args: argparse.Namespace, output: Path, bitexts: dict, flores
     hidden = AutoConfig.from_pretrained(resolve_model(args.encoder)).hidden_size
     config = StudentConfig(encoder=args.encoder, student=args.student, prompt_length=args.prompt_length,
                            prompt_kind=args.prompt_kind, decoder_layers=args.decoder_layers, residual=args.residual,
+                           residual_branch=args.residual_branch,
                            languages=["en"] + sorted(bitexts),
                            max_length=args.max_length, normalize=normalize,
                            passage_prefix=model_settings(args.encoder).get("passage_prefix") or "",
@@ -343,6 +350,8 @@ def run_settings(args: argparse.Namespace, bitexts: dict, precision: str) -> dic
         settings["prompt_kind"] = args.prompt_kind
     if args.residual:  # likewise
         settings["residual"] = True
+    if args.residual_branch != "gate":  # likewise
+        settings["residual_branch"] = args.residual_branch
     if args.adam_eps != TORCH_ADAM_EPS:  # likewise
         settings["adam_eps"] = args.adam_eps
     loss = args.loss or DEFAULTS[args.student]

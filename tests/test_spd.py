@@ -170,6 +170,35 @@ def test_residual_student_starts_as_kd_encoder_and_its_gate_lets_the_prompts_in(
         StudentConfig(encoder="x", student="mean", residual=True)
 
 
+def test_a_linear_residual_branch_starts_as_kd_encoder_and_its_decoder_learns_after_one_step(tmp_path):
+    """The d x d branch starts at 0 (the student is KD-Encoder's start, like the gate's): at the first step the map
+    takes a gradient and the decoder none; after one SGD step the decoder takes one too."""
+    mean = _build(student="mean")
+    langs = ["en", "de", "fr", "zh", "de", "en"]
+    res = _build(student="spd", residual=True, residual_branch="linear", decoder_layers=2)
+    assert res.gate is None and res.branch.weight.shape == (res.hidden_size, res.hidden_size)
+    np.testing.assert_allclose(res.encode(TEXTS, langs=langs, precision="fp32"),
+                               mean.encode(TEXTS, langs=langs, precision="fp32"), atol=1e-6)
+    res.train()
+    batch = res.tokenize(TEXTS[:2])
+    target = torch.randn(2, res.output_dim, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.SGD(res.parameters(), lr=0.1)
+    decoder = []
+    for _ in range(2):
+        opt.zero_grad()
+        out = res(batch["input_ids"], batch["attention_mask"], res.lang_ids(["de", "fr"]))
+        torch.nn.functional.mse_loss(out, target).backward()
+        decoder.append(sum(float(p.grad.abs().sum()) for p in res.decoder.parameters() if p.grad is not None))
+        if not _:
+            assert res.branch.weight.grad.abs().sum() > 0
+        opt.step()
+    assert decoder[0] == 0 and decoder[1] > 0
+    loaded = Student.from_pretrained(res.save_pretrained(tmp_path / "linear"))
+    assert loaded.config.residual_branch == "linear" and torch.equal(loaded.branch.weight, res.branch.weight)
+    with pytest.raises(ValueError, match="residual_branch='linear': only a residual student"):
+        StudentConfig(encoder="x", student="spd", residual=False, residual_branch="linear")
+
+
 def test_unseen_language_uses_average_and_warns_once(spd, caplog):
     spd._warned_langs.clear()
     with caplog.at_level(logging.WARNING, logger="pyserini_kdspd.spd.student"):

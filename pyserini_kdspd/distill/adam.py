@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-PARTS = ("encoder.embeddings", "encoder.layers", "prompts", "decoder", "gate", "projection")
+PARTS = ("encoder.embeddings", "encoder.layers", "prompts", "decoder", "gate", "branch", "projection")
 
 
 def part_of(name: str) -> str:

@@ -7,7 +7,8 @@ Three kinds share one class so training, saving and Pyserini encoding treat them
   With ``residual`` (off in the paper), the document vector is instead mean-pool(T) + g ⊙ decoder,
   g a per-dimension gate starting at 0: the student starts where KD-Encoder starts (the backbone's own
   pooled vector) and the language prompts learn a correction, rather than the decoder learning the
-  whole space from a random start. The same holds for ``"utspd"``.
+  whole space from a random start; ``residual_branch="linear"`` puts a d x d map starting at 0 in the gate's
+  place (StudentConfig). The same holds for ``"utspd"``.
 * ``"utspd"`` -- the universal-transformer variant (paper Table 4): one shared layer
   applied N = 12 times with temporal embeddings.
 * ``"mean"``  -- the KD-Encoder baseline (Reimers & Gurevych 2020): mean pooling of T,
@@ -53,6 +54,7 @@ QUERY_ENCODER_DIR = "query_encoder"  # the teacher's query side, saved inside th
 WEIGHTS_NAME = "model.safetensors"
 ENCODER_SUBDIR = "encoder"
 KINDS = ("spd", "utspd", "mean")
+RESIDUAL_BRANCHES = ("gate", "linear")  # StudentConfig.residual_branch
 DEFAULT_LAYERS = {"spd": 6, "utspd": 12, "mean": 0}
 # The 14 languages of the shared training bitext plus English (en first, then alphabetical).
 DEFAULT_LANGUAGES = ["en", "ar", "de", "el", "es", "fr", "hi", "id", "it", "pt", "ru", "th", "tr", "vi", "zh"]
@@ -77,6 +79,12 @@ class StudentConfig:
     P* ⊙ (u_k v_kᵀ)) or ``"full"`` (one free l x d prompt per language, the ablation); folders saved
     before the field existed load as decomposed. ``residual``: add the decoder to the encoder's mean-pooled
     vector through a gate starting at 0 (module docstring); folders saved before the field load without.
+    ``residual_branch``: what carries the decoder into that sum, both starting at 0 so the student starts at the
+    encoder's pooled vector: ``"gate"``, a per-dimension scale g, or ``"linear"``, a d x d map W. The decoder
+    learns only as fast as its branch opens (dL/dD = g dL/dv); g's gradient is, per dimension, the correlation of
+    the error with a random decoder's output, and g stayed near 0 (Table 2's run: mean |g| 0.001 after 1200
+    steps). W's gradient is the outer product dL/dv Dᵀ, which can use any of the decoder's d features for any
+    dimension (as ControlNet's zero convolution, LoRA's B = 0).
     """
 
     encoder: str
@@ -92,6 +100,7 @@ class StudentConfig:
     max_length: int = 180
     normalize: bool = False
     residual: bool = False
+    residual_branch: str = "gate"
     passage_prefix: str = ""
     teacher: dict = field(default_factory=dict)
 
@@ -112,6 +121,11 @@ class StudentConfig:
                              f"got {self.prompt_kind!r}")
         if self.student == "mean" and self.residual:
             raise ValueError("residual: student 'mean' (KD-Encoder) is the residual path alone; it has no decoder")
+        if self.residual_branch not in RESIDUAL_BRANCHES:
+            raise ValueError(f"StudentConfig.residual_branch must be one of {RESIDUAL_BRANCHES}, "
+                             f"got {self.residual_branch!r}")
+        if self.residual_branch != "gate" and not self.residual:
+            raise ValueError(f"residual_branch={self.residual_branch!r}: only a residual student has one")
         if self.student == "mean" and self.prompt_kind != "decomposed":
             raise ValueError(f"prompt_kind={self.prompt_kind!r}: student 'mean' (KD-Encoder) has no prompts")
         if self.max_length < 2:
@@ -227,8 +241,13 @@ class Student(nn.Module):
             else:
                 self.decoder = UTSPDDecoder(d, config.prompt_length, config.decoder_layers, config.num_heads, ffn,
                                             config.dropout)
-        # g: the decoder's share of the vector, per dimension, 0 at the start (config.residual)
-        self.gate = nn.Parameter(torch.zeros(d)) if config.residual else None
+        # the decoder's share of the vector, 0 at the start (config.residual): g per dimension, or W (d x d)
+        self.gate = nn.Parameter(torch.zeros(d)) if config.residual and config.residual_branch == "gate" else None
+        self.branch = None
+        if config.residual and config.residual_branch == "linear":
+            self.branch = nn.Linear(d, d)
+            nn.init.zeros_(self.branch.weight)
+            nn.init.zeros_(self.branch.bias)
         out = config.output_dim or d
         if out != d:
             self.projection = nn.Linear(d, out)
@@ -439,6 +458,8 @@ class Student(nn.Module):
             pooled = self.decoder(prompts, states, attention_mask == 0)
             if self.gate is not None:
                 pooled = _mean_pool(states, attention_mask) + self.gate * pooled.float()
+            elif self.branch is not None:
+                pooled = _mean_pool(states, attention_mask) + self.branch(pooled).float()
         if self.projection is not None:
             pooled = self.projection(pooled)
         pooled = pooled.float()
