@@ -336,6 +336,31 @@ def test_dev_evaluator_on_a_flores_subset(teacher, shared_data, tmp_path):
     assert held["pooled"]["languages"] == ["en"]
 
 
+def test_prompt_swap_measures_how_much_the_language_prompts_change_a_students_vectors(shared_data, tmp_path):
+    """A fresh KD-SPD's prompts differ by language, so swapping them moves its vectors; made identical (u = v = 1),
+    they move nothing; KD-Encoder has none. The figure is cached beside the weights and redone when they change."""
+    import torch
+
+    from pyserini_kdspd import io
+    from pyserini_kdspd.distill.dev import prompt_swap
+
+    flores = shared_data / "flores200" / "devtest"
+    student = tiny_student("spd")
+    folder = student.save_pretrained(tmp_path / "spd")
+    swap = prompt_swap(folder, flores, max_sentences=4)
+    assert set(swap["by_language"]) == {"en", "de", "fr"} and swap["mean"] > 1e-4
+    with torch.no_grad():
+        student.prompts.lang_u.fill_(1.0)
+        student.prompts.lang_v.fill_(1.0)
+    student.save_pretrained(folder)  # new weights: the cached figure is not reused
+    assert prompt_swap(folder, flores, max_sentences=4) == {"mean": 0.0, "by_language": dict.fromkeys(swap["by_language"], 0.0)}
+    cached = io.read_json(folder / "prompt_swap.json")
+    cached["result"]["mean"] = 0.5
+    io.write_json(folder / "prompt_swap.json", cached)
+    assert prompt_swap(folder, flores, max_sentences=4)["mean"] == 0.5  # same weights, same sentences: read back
+    assert prompt_swap(tiny_student("mean").save_pretrained(tmp_path / "mean"), flores, max_sentences=4) is None
+
+
 def test_dev_pooled_map_on_the_query_side_encodes_english_as_searches_do(shared_data, tmp_path):
     from pyserini.encode import AutoQueryEncoder
 

@@ -221,7 +221,7 @@ def compare(variants: Sequence[Variant], col, s, table: str, note: str = "", ext
     """Train, encode, search and score ``variants`` on ``col`` with the driver's settings ``s``; write
     ``runs/<collection>/<table>.{md,json}``. The first variant is the reference of the significance marks.
     ``cross_lingual``: the LAReQA paths whose tagged questions in every language add X -> En / X -> All."""
-    from ..distill.dev import dev_summary
+    from ..distill.dev import dev_summary, prompt_swap
     from ..evaluate import ttest
     from ..runtime import cpu_info
     from ..spd.student import WEIGHTS_NAME
@@ -248,6 +248,8 @@ def compare(variants: Sequence[Variant], col, s, table: str, note: str = "", ext
             "seconds_per_step_median": log["seconds_per_step_median"], "precision": log["precision"],
             "trainable_parameters": log["trainable_parameters"],
             "dev": dev_summary(log) if log.get("dev") else None,
+            "prompt_swap": (prompt_swap(v.folder(s.root), s.data / "flores200" / "devtest" if s.data else None)
+                            or {}).get("mean"),
             "encode": r["speed"], "lareqa": dict(ev.mean),
             "p_vs_reference": {m: ttest(ev, ref, m)[1] for m in METRICS} if r is not rows[0] else None,
             "bias": r["bias"], "run": {"file": str(Path(r["run"]).relative_to(s.root)),
@@ -275,10 +277,13 @@ def _marked(value: float, p: float | None) -> str:
 
 def markdown(meta: dict) -> str:
     """The table of a ``compare`` record, with what every column means under it."""
+    from ..distill.dev import PROMPT_SWAP_SENTENCES
+
     bias = meta["bias_depth"] is not None
     cross = meta["rows"][0].get("cross_lingual") is not None
     head = ["variant", "train flags", "lr / head-lr", "trainable (M)", "s/step", "encode (sent/s)",
-            "FLORES P@1 en→xx", "P@1 xx→en", "MSE (x1e3)", "pooled MAP", *(LABELS[m] for m in METRICS)]
+            "FLORES P@1 en→xx", "P@1 xx→en", "MSE (x1e3)", "pooled MAP", "prompt swap",
+            *(LABELS[m] for m in METRICS)]
     head += ["max rank distance"] if bias else []
     head += [label for _, _, label in CROSS_LINGUAL_COLUMNS] if cross else []
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
@@ -289,7 +294,8 @@ def markdown(meta: dict) -> str:
                  f"{r['lr']:g} / {r['head_lr']:g}", f"{r['trainable_parameters'] / 1e6:.2f}",
                  f"{r['seconds_per_step']:.2f}", f"{r['encode']['sentences_per_second']:.1f}",
                  _f(dev.get("p1_en_xx")), _f(dev.get("p1_xx_en")),
-                 _f(dev["mse"] * 1e3 if dev.get("mse") is not None else None), _f(dev.get("pooled_query_map"), ".4f")]
+                 _f(dev["mse"] * 1e3 if dev.get("mse") is not None else None), _f(dev.get("pooled_query_map"), ".4f"),
+                 _f(r.get("prompt_swap"), ".1e")]
         cells += [_marked(r["lareqa"][m], p.get(m)) for m in METRICS]
         if bias:
             cells.append(_f((r["bias"] or {}).get("rank_distance_mean"), ".0f"))
@@ -308,7 +314,10 @@ def markdown(meta: dict) -> str:
         "over the training languages (what every learning rate was chosen by); pooled MAP: LAReQA's task on "
         "FLORES dev, the English sentences through the teacher's query encoder against the training languages' "
         "sentences by the student, all in one pool, every translation relevant (what objectives are compared by: "
-        "MSE favours the MSE objective by construction).",
+        "MSE favours the MSE objective by construction). prompt swap: 1 - cosine between a FLORES dev sentence's "
+        "vector under its language's prompt and under another trained language's, averaged over "
+        f"{PROMPT_SWAP_SENTENCES} sentences of each (`distill.dev.prompt_swap`); 0: the language prompts change "
+        "nothing.",
         "s/step: the training log's wall time over its steps (rows reused from the driver: its run). encode: "
         "documents over the wall time of the `pyserini.encode` that built the variant's index (process start-up "
         "and model load included; one at a time, after the trainings).",

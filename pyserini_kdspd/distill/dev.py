@@ -157,6 +157,42 @@ def evaluate_saved(folder, flores=None, max_sentences: int = 200, cache_dir=None
     return dev(Student.from_pretrained(folder), precision=log["precision"])
 
 
+PROMPT_SWAP_SENTENCES = 50
+
+
+def prompt_swap(folder, flores=None, max_sentences: int = PROMPT_SWAP_SENTENCES) -> dict | None:
+    """How much a saved student's language prompts change its vectors: 1 - cosine between a FLORES dev sentence's
+    vector under its own language's prompt and under the next trained language's (in the student's order), averaged
+    over the first ``max_sentences`` sentences of every trained language (fp32, so that a small change is not
+    rounding). 0: the prompts are interchangeable and the student is language-agnostic whatever its decoder does;
+    None for a student without prompts (KD-Encoder). Cached beside the weights (``prompt_swap.json``), reused while
+    the weights and the sentence count are unchanged."""
+    from ..io import read_json, sha256_file, write_json
+    from ..spd import Student
+    from ..spd.student import WEIGHTS_NAME
+
+    folder = Path(folder)
+    cache, key = folder / "prompt_swap.json", {"weights_sha256": sha256_file(folder / WEIGHTS_NAME),
+                                                 "max_sentences": max_sentences}
+    if cache.is_file() and (hit := read_json(cache)).get("key") == key:
+        return hit["result"]
+    student = Student.from_pretrained(folder)
+    result = None
+    if student.decoder is not None:
+        langs = [lang for lang in student.config.languages if lang in ISO_TO_FLORES]
+        flores = flores_dir(flores)
+        per = {}
+        for i, lang in enumerate(langs):
+            texts = read_flores(flores, lang, max_sentences)
+            own = student.encode(texts, langs=lang, precision="fp32")
+            other = student.encode(texts, langs=langs[(i + 1) % len(langs)], precision="fp32")
+            cos = (own * other).sum(1) / (np.linalg.norm(own, axis=1) * np.linalg.norm(other, axis=1))
+            per[lang] = float(np.mean(np.clip(1.0 - cos, 0.0, None)))  # below 0: rounding
+        result = {"mean": float(np.mean(list(per.values()))), "by_language": per}
+    write_json(cache, {"key": key, "result": result})
+    return result
+
+
 def dev_summary(log: dict) -> dict:
     """The last FLORES dev evaluation of a training log, as every table reads it: the training languages'
     mean (what selects; Finnish never does) and Finnish (zero-shot) beside it."""
