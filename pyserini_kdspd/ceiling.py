@@ -53,8 +53,13 @@ def teacher_ceiling(teacher: str, corpus_dir, topics, qrels, index_dir, run_file
     model = DenseModel.from_name(slug(teacher), teacher)
     index = encode_corpus(model, corpus_dir, index_dir, force=force)
     run = search(model, index, topics, run_file, hits=hits, threads=threads, force=force)
-    docids = (r["id"] for f in collection_files(corpus_dir) for r in read_jsonl(f))
-    return evaluate(run, restrict_qrels(read_qrels(qrels), docids), depth=hits, metrics=METRICS, name=teacher)
+    return evaluate(run, restrict_qrels(read_qrels(qrels), docids(corpus_dir)), depth=hits, metrics=METRICS,
+                    name=teacher)
+
+
+def docids(corpus_dir) -> list[str]:
+    """The ids of a JsonCollection folder's documents."""
+    return [r["id"] for f in collection_files(corpus_dir) for r in read_jsonl(f)]
 
 
 def perfect_student(english_run: Mapping[str, Mapping[str, float]], versions: Mapping[str, Iterable[str]]) -> dict:
@@ -86,7 +91,7 @@ def lareqa_perfect_student(teacher: str, output_root=".", data_dir=None, hits: i
 
     paths = prepare_lareqa(data_dir, output_root)
     qrels = read_qrels(paths.qrels)
-    versions = translations(qrels, (r["id"] for f in collection_files(paths.corpus) for r in read_jsonl(f)))
+    versions = translations(qrels, docids(paths.corpus))
     english = ceiling_run(output_root, teacher)
     out = english.with_name(f"{english.stem}.perfect-student.txt")
     write_run(out, perfect_student(read_run(english), versions))
@@ -182,7 +187,7 @@ def main(argv=None) -> int:
         from .data.lareqa import docid_lang, prepare_lareqa
 
         paths = prepare_lareqa(args.data_dir, args.output_root)
-        sentences = Counter(docid_lang(r["id"]) for f in collection_files(paths.corpus) for r in read_jsonl(f))
+        sentences = Counter(map(docid_lang, docids(paths.corpus)))
         text = report(rows, perfect, command, args.hits, sentences)
         with atomic_write(report_path(args.output_root)) as f:
             f.write(text)

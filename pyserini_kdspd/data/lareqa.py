@@ -161,10 +161,11 @@ def translations(qrels: Mapping[str, Mapping[str, int]], docids: Iterable[str]) 
     """Each English sentence's id -> the ids of its versions in every language (itself first).
 
     XQuAD-R splits every language's paragraph into sentences on its own, so the same position is not always the
-    same sentence (Thai has 852 sentences against English's 1,180, and one answer in seven, across the ten other
-    languages, sits at another position than the English answer). A sentence that holds a question's answer is a version of the English
-    sentence that holds it (of both, when it merges two English answers' sentences); any other sentence is a version
-    of the English sentence at its position in the same paragraph (that paragraph's last, when it is shorter)."""
+    same sentence (Thai has 852 sentences against English's 1,180; across the ten other languages, one answer in
+    seven sits at another position than the English answer). A sentence that holds a question's answer is a
+    version of the English sentence that holds it (of both, when it merges two English answers' sentences); any
+    other sentence is a version of the English sentence at its position in the same paragraph (that paragraph's
+    last, when it is shorter)."""
     docids = list(docids)
     english: dict[tuple[int, int], int] = {}  # (article, paragraph) -> its English sentences
     for d in docids:
