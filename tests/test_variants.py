@@ -161,7 +161,12 @@ def test_ablations_reuse_the_drivers_kdspd_and_train_score_and_tabulate_a_full_p
     table = out["md"].read_text(encoding="utf-8")
     assert table.count("\n| ") == 2 and "| full prompt per language | `--student spd --prompt-kind full` |" in table
     assert f"| {kdspd['lareqa']['map']:.3f}" in table and "Test note." in table and "2 training steps" in table
-    assert f"| {kdspd['dev']['pooled_query_map']:.4f} | {kdspd['lareqa']['map']:.3f}" in table  # dev before test
+    # dev before test: pooled MAP, how much the language prompts move the vectors (fresh prompts after 2 steps: they
+    # do; distill.dev.prompt_swap, read back from its cache beside the weights), then LAReQA
+    for row in (kdspd, full):
+        swap = io.read_json(root / row["folder"] / "prompt_swap.json")["result"]["mean"]
+        assert row["prompt_swap"] == swap > 0
+        assert f"| {row['dev']['pooled_query_map']:.4f} | {swap:.1e} | {row['lareqa']['map']:.3f}" in table
 
     weights = {f: f.stat().st_mtime_ns for f in (root / "models" / d / "model.safetensors"
                                                  for d in ("kdspd", "kd-encoder", "variants/spd-full"))}
