@@ -93,6 +93,16 @@ def rewrite_readme_block(readme: Path, key: str, block: Callable[[], str], what:
     return run_cli(work)
 
 
+def report_block(root: Path, report: str, prog: str) -> str:
+    """The README block of a command whose report (``report``, relative to its ``root``) opens with the command
+    that wrote it: the report behind a "written by" line."""
+    path = Path(root) / report
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: run {prog} first (--output-root names its root)")
+    return (f"<!-- written by `{prog} --readme` from {report}; edits here are overwritten -->\n"
+            + path.read_text(encoding="utf-8").strip())
+
+
 def run_jobs(jobs: list[tuple[str, list[str], Path]], width: int = 2, tag: str = "train",
              every: float = 60) -> None:
     """Run ``(label, command, log file)`` jobs ``width`` at a time, each appending to its log; print each

@@ -35,6 +35,7 @@ from .io import Qrels, collection_files, read_jsonl, read_qrels
 
 METRICS = ("recip_rank", "map", "ndcg_cut_10", "recall_100")
 NAME = "lareqa-en"
+REPORT = f"runs/{NAME}/ceiling.md"  # under --output-root: what main writes and --readme copies
 
 
 def restrict_qrels(qrels: Mapping[str, Mapping[str, int]], docids: Iterable[str]) -> Qrels:
@@ -121,16 +122,7 @@ def slug(name: str) -> str:
 
 def report_path(output_root) -> Path:
     """Where :func:`main` writes its tables (``--readme`` copies them into the README)."""
-    return Path(output_root) / "runs" / NAME / "ceiling.md"
-
-
-def readme_block(output_root) -> str:
-    """The README's copy of :func:`report_path` (which opens with the command that wrote it)."""
-    out = report_path(output_root)
-    if not out.is_file():
-        raise FileNotFoundError(f"{out}: run python -m pyserini_kdspd.ceiling first (--output-root names its root)")
-    return (f"<!-- written by `python -m pyserini_kdspd.ceiling --readme` from runs/{NAME}/ceiling.md; edits here are "
-            f"overwritten -->\n" + out.read_text(encoding="utf-8").strip())
+    return Path(output_root) / REPORT
 
 
 def report(rows: Mapping[str, Evaluation], perfect: Mapping[str, Evaluation], command: str, hits: int,
@@ -152,7 +144,7 @@ def report(rows: Mapping[str, Evaluation], perfect: Mapping[str, Evaluation], co
 def main(argv=None) -> int:
     import shlex
 
-    from ._cli import NATURAL, POSITIVE_INT, configure_logging, rewrite_readme_block, run_cli
+    from ._cli import NATURAL, POSITIVE_INT, configure_logging, report_block, rewrite_readme_block, run_cli
     from .io import atomic_write
 
     p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.ceiling", description=__doc__.split("\n\n")[0],
@@ -171,7 +163,8 @@ def main(argv=None) -> int:
                         f"README (default README.md) from runs/{NAME}/ceiling.md under --output-root")
     args = p.parse_args(argv)
     if args.readme is not None:
-        return rewrite_readme_block(args.readme, "ceiling", lambda: readme_block(args.output_root), "ceiling block")
+        return rewrite_readme_block(args.readme, "ceiling", lambda: report_block(
+            args.output_root, REPORT, "python -m pyserini_kdspd.ceiling"), "ceiling block")
     if not args.teacher:
         p.error("--teacher is required (unless --readme)")
     command = shlex.join(["python", "-m", "pyserini_kdspd.ceiling", *(sys.argv[1:] if argv is None else argv)])

@@ -517,15 +517,16 @@ def _students_table(root: Path, students: dict) -> list[str]:
 
 
 def _gate(folder: Path) -> str:
-    """How far a residual student's gate opened: near 0, its vector is still the encoder's mean pooling and the
-    prompts barely matter."""
+    """How far a residual student's branch opened (the gate g, or the linear map W of ``--residual-branch linear``):
+    near 0, its vector is still the encoder's mean pooling and the prompts barely matter."""
     from safetensors import safe_open
 
     from .spd.student import WEIGHTS_NAME
     with safe_open(str(folder / WEIGHTS_NAME), "pt") as f:
         if "branch.weight" in f.keys():  # residual_branch "linear": W's size against the identity's (sqrt d)
             w = f.get_tensor("branch.weight").float()
-            return f" (its linear branch after training: ‖W‖_F {w.norm().item():.2g}, identity's {w.shape[0] ** 0.5:.2g})"
+            return (f" (its linear branch after training: ‖W‖_F {w.norm().item():.2g}, "
+                    f"identity's {w.shape[0] ** 0.5:.2g})")
         if "gate" not in f.keys():
             return ""
         g = f.get_tensor("gate").float().abs()

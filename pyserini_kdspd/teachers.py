@@ -62,12 +62,11 @@ def train_students(teacher: str, args) -> dict[str, Path]:
 def dev_figures(folder: Path, data_dir: Path | None = None) -> dict:
     """A student's FLORES dev summary (:func:`~.distill.dev.dev_summary`); a student trained before the pooled MAPs
     existed is evaluated again from its folder, the same way (its other figures come out as logged)."""
-    from .distill.dev import evaluate_saved
+    from .distill.dev import evaluate_saved, flores_dir
 
     log = io.read_json(folder / LOG_NAME)
     if dev_summary(log)[CHOOSE_BY] is None:
-        flores = Path(data_dir) / "flores200" / "devtest" if data_dir else None
-        log["dev"][-1]["results"] = evaluate_saved(folder, flores=flores)
+        log["dev"][-1]["results"] = evaluate_saved(folder, flores=flores_dir(data=data_dir))
     return dev_summary(log)
 
 

@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace, output: Path) -> int:
     from .distill import Interrupted, latest_checkpoint, load_bitexts
+    from .distill.dev import flores_dir
     from .distill.losses import build_loss
     from .paths import data_dir
     from .runtime import resolve
@@ -192,7 +193,7 @@ def _train(args: argparse.Namespace, output: Path) -> int:
     try:
         needs_data = args.data_dir or not args.bitext or not (args.no_dev or args.flores)
         data = data_dir(args.data_dir, required=True) if needs_data else None
-        flores = None if args.no_dev else Path(args.flores) if args.flores else data / "flores200" / "devtest"
+        flores = None if args.no_dev else flores_dir(args.flores, data)
         if flores is not None and not flores.is_dir():
             raise FileNotFoundError(f"{flores}: no FLORES-200 devtest folder (--flores names it, --no-dev skips dev)")
         bitexts = load_bitexts(Path(args.bitext) if args.bitext else data / "bitext", args.languages,

@@ -226,15 +226,6 @@ def write_outputs(root: Path, runs, evals, paths: LareqaPaths, hits: int, comman
     return out
 
 
-def readme_block(root: Path) -> str:
-    """The README's copy of ``runs/lareqa/xlingual.md`` (which opens with the command that wrote it)."""
-    out = Path(root) / "runs" / COLLECTION / "xlingual.md"
-    if not out.is_file():
-        raise FileNotFoundError(f"{out}: run python -m pyserini_kdspd.xlingual first (--output-root names its root)")
-    return (f"<!-- written by `python -m pyserini_kdspd.xlingual --readme` from runs/{COLLECTION}/xlingual.md; edits "
-            f"here are overwritten -->\n" + out.read_text(encoding="utf-8").strip())
-
-
 def main(argv=None) -> int:
     from .table2 import STUDENTS, Settings
 
@@ -263,10 +254,11 @@ def main(argv=None) -> int:
                    help="run nothing: rewrite the block between <!-- xlingual:start --> and <!-- xlingual:end --> of "
                         "README (default README.md) from runs/lareqa/xlingual.md under --output-root")
     a = p.parse_args(argv)
-    from ._cli import configure_logging, resolve_data_dir, rewrite_readme_block, run_cli
+    from ._cli import configure_logging, report_block, resolve_data_dir, rewrite_readme_block, run_cli
 
     if a.readme is not None:
-        return rewrite_readme_block(a.readme, "xlingual", lambda: readme_block(a.output_root), "xlingual block")
+        return rewrite_readme_block(a.readme, "xlingual", lambda: report_block(
+            a.output_root, f"runs/{COLLECTION}/xlingual.md", "python -m pyserini_kdspd.xlingual"), "xlingual block")
 
     students = []
     for item in a.students:

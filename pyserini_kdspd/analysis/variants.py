@@ -221,7 +221,7 @@ def compare(variants: Sequence[Variant], col, s, table: str, note: str = "", ext
     """Train, encode, search and score ``variants`` on ``col`` with the driver's settings ``s``; write
     ``runs/<collection>/<table>.{md,json}``. The first variant is the reference of the significance marks.
     ``cross_lingual``: the LAReQA paths whose tagged questions in every language add X -> En / X -> All."""
-    from ..distill.dev import dev_summary, prompt_swap
+    from ..distill.dev import dev_summary, flores_dir, prompt_swap
     from ..evaluate import ttest
     from ..runtime import cpu_info
     from ..spd.student import WEIGHTS_NAME
@@ -248,8 +248,7 @@ def compare(variants: Sequence[Variant], col, s, table: str, note: str = "", ext
             "seconds_per_step_median": log["seconds_per_step_median"], "precision": log["precision"],
             "trainable_parameters": log["trainable_parameters"],
             "dev": dev_summary(log) if log.get("dev") else None,
-            "prompt_swap": (prompt_swap(v.folder(s.root), s.data / "flores200" / "devtest" if s.data else None)
-                            or {}).get("mean"),
+            "prompt_swap": (prompt_swap(v.folder(s.root), flores_dir(data=s.data)) or {}).get("mean"),
             "encode": r["speed"], "lareqa": dict(ev.mean),
             "p_vs_reference": {m: ttest(ev, ref, m)[1] for m in METRICS} if r is not rows[0] else None,
             "bias": r["bias"], "run": {"file": str(Path(r["run"]).relative_to(s.root)),

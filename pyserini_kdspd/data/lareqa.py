@@ -167,10 +167,12 @@ def translations(qrels: Mapping[str, Mapping[str, int]], docids: Iterable[str]) 
     other sentence is a version of the English sentence at its position in the same paragraph (that paragraph's
     last, when it is shorter)."""
     docids = list(docids)
+    out: dict[str, list[str]] = {}
     english: dict[tuple[int, int], int] = {}  # (article, paragraph) -> its English sentences
     for d in docids:
         lang, para, i = _position(d)
         if lang == QUERY_LANGUAGE:
+            out[d] = [d]
             english[para] = max(english.get(para, 0), i + 1)
     by_answer: dict[str, set[str]] = {}
     for judged in qrels.values():
@@ -178,12 +180,11 @@ def translations(qrels: Mapping[str, Mapping[str, int]], docids: Iterable[str]) 
         for d in judged:
             if docid_lang(d) != QUERY_LANGUAGE:
                 by_answer.setdefault(d, set()).update(en)
-    out = {make_docid(QUERY_LANGUAGE, *para, i): [] for para, n in english.items() for i in range(n)}
     for d in docids:
         lang, para, i = _position(d)
         if lang == QUERY_LANGUAGE:
-            out[d].insert(0, d)
-        elif d in by_answer:
+            continue
+        if d in by_answer:
             for en in sorted(by_answer[d]):
                 out[en].append(d)
         elif para in english:

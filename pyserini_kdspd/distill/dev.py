@@ -32,10 +32,11 @@ ZERO_SHOT = {"fi"}
 SELECT_BY = "mean_seen"  # the mean over the training languages selects; Finnish (zero-shot) never does
 
 
-def flores_dir(override=None) -> Path:
+def flores_dir(override=None, data=None) -> Path:
+    """The FLORES-200 devtest folder: ``override``, else under the shared data folder ``data`` (default: found)."""
     if override is not None:
         return Path(override)
-    return data_dir(required=True) / "flores200" / "devtest"
+    return (Path(data) if data is not None else data_dir(required=True)) / "flores200" / "devtest"
 
 
 def read_flores(folder, code: str, max_sentences: int | None = None) -> list[str]:
