@@ -33,6 +33,7 @@ from . import io
 from .io import newer
 from ._cli import POSITIVE_INT, resolve_data_dir, run_jobs
 from .models.registry import DEFAULT_BACKBONE, DEFAULT_TEACHER
+from .search.translate.smt import ALIGNERS, DEFAULT_ALIGNER
 
 log = logging.getLogger("pyserini_kdspd.table2")
 
@@ -50,8 +51,6 @@ ANALYSES = ("bias", "langid", "ablations", "zeroshot", "objectives")  # the pape
 TRAINING_ANALYSES = ANALYSES[2:]  # ... those that train students of their own (each also a command of its own)
 # Optimizer steps per student: quick is sized for about an hour side by side on a 2-core CPU (README: Table 2).
 TRAIN_STEPS = {"quick": 1200, "full": 4800}
-# eflomal reads its sampler's seed from /dev/urandom (no flag sets it); IBM Model 1 is deterministic.
-SMT_ALIGNERS = ("eflomal", "ibm1")
 STUDENTS = (("KD-SPD", "spd", "kdspd"), ("KD-Encoder", "mean", "kd-encoder"))  # label, train --student, folder
 
 
@@ -79,7 +78,7 @@ class Settings:
     mdpr: str = DEFAULT_BACKBONE               # the multilingual dense baseline (online: castorini/mdpr-tied-pft-msmarco)
     teacher: str = DEFAULT_TEACHER             # the English teacher (online: an ANCE / sentence-transformers model)
     train_steps: int = TRAIN_STEPS["quick"]
-    smt_aligner: str = "eflomal"
+    smt_aligner: str = DEFAULT_ALIGNER
     bitext: Path | None = None
     hits: int = 100
     seed: int = 0
@@ -277,25 +276,29 @@ def shared_index(model, encoded: dict, target: Path) -> Path | None:
 
 def smt_dir(s: Settings) -> Path:
     """Where the SMT tables live: one folder per aligner, so that switching aligners never reuses the other's."""
-    return s.root / "models" / ("smt" if s.smt_aligner == "eflomal" else f"smt-{s.smt_aligner}")
+    return s.root / "models" / ("smt" if s.smt_aligner == DEFAULT_ALIGNER else f"smt-{s.smt_aligner}")
 
 
 def translators(col: Collection, s: Settings):
-    """(row label, slug, factory lang -> translator) for the query-translation baselines available here."""
+    """(row label, slug, factory lang -> translator, lang -> the file its translations come from or None) for the
+    query-translation baselines available here: a run older than that file is redone."""
     from .search.translate.nmt import FileTranslator, HFTranslator, HumanTranslator
-    from .search.translate.smt import SMTTranslator
+    from .search.translate.smt import SMTTranslator, model_path
 
     bitext = s.bitext or (s.data / "bitext" if s.data else None)
-    out = [("SMT", "smt", lambda lang: SMTTranslator.for_language(lang, model_dir=smt_dir(s), bitext_dir=bitext,
-                                                                  aligner=s.smt_aligner))]
+    # the runs of another aligner's tables are other files, as the tables are (smt_dir)
+    smt = "smt" if s.smt_aligner == DEFAULT_ALIGNER else f"smt-{s.smt_aligner}"
+    out = [("SMT", smt, lambda lang: SMTTranslator.for_language(lang, model_dir=smt_dir(s), bitext_dir=bitext,
+                                                                  aligner=s.smt_aligner),
+            lambda lang: model_path(smt_dir(s), lang))]
     if s.nmt == "human" and col.translations:
         pattern = str(next(iter(col.translations.values()))).replace(
             f".{next(iter(col.translations))}.", ".{lang}.")
         human = HumanTranslator(pattern)
-        out.append(("Human translation", "human", lambda lang: human))
+        out.append(("Human translation", "human", lambda lang: human, lambda lang: None))
     elif s.nmt and s.nmt != "human":
         nmt = FileTranslator(s.nmt) if Path(s.nmt).exists() else HFTranslator(s.nmt)
-        out.append(("NMT", "nmt", lambda lang: nmt))
+        out.append(("NMT", "nmt", lambda lang: nmt, lambda lang: None))
     else:
         print(f"[skip] NMT rows for {col.name}: no translations (give --nmt FILE or a Hugging Face MT model)")
     return out
@@ -313,12 +316,13 @@ def bm25_rows(col: Collection, s: Settings, st: Stages) -> dict[str, Path]:
         indexes = {lang: bm25.build_index(d, s.root / "indexes" / col.name / "bm25" / lang, lang,
                                           threads=s.threads, overwrite=s.force, reuse=True)
                    for lang, d in sorted(col.by_lang.items())}
-    for label, slug, make in translators(col, s):
+    for label, slug, make, source in translators(col, s):
         with st(f"{col.name}: BM25 per language ({len(indexes)}), queries: {label}"):
             lang_runs = {}
             for lang, index in indexes.items():
                 out = runs_dir / "by-lang" / f"bm25-{slug}.{lang}.txt"
-                if s.force or not newer(out, index / bm25.META):
+                made_from = None if lang == "en" else source(lang)
+                if s.force or not newer(out, index / bm25.META) or (made_from and not newer(out, made_from)):
                     try:
                         queries = english if lang == "en" else translate_topics(make(lang), english, lang)
                     except FileNotFoundError as e:  # e.g. no en-fi bitext for an SMT table
@@ -469,7 +473,7 @@ def record(col: Collection, s: Settings, rows: dict[str, Path], students: dict[s
         if s.smt_aligner == "eflomal":
             meta["unseeded"] = ["SMT tables: eflomal seeds its samplers from /dev/urandom (no flag sets it); "
                                 "a rerun reuses the tables under " + rel(smt_dir(s)) + " (sha256 above), and "
-                                "--smt-aligner ibm1 trains deterministic ones"]
+                                f"--smt-aligner {DEFAULT_ALIGNER} (the default) trains deterministic ones"]
     io.write_json(runs_dir / "table2.json", meta)
     stages_file = runs_dir / "stages.json"
     history = [] if s.force or not stages_file.is_file() else io.read_json(stages_file)["runs"]
@@ -633,9 +637,10 @@ def main(argv=None) -> int:
     p.add_argument("--train-steps", type=POSITIVE_INT, default=None,
                    help="optimizer steps per student (default: by --mode); with the same --output-root a larger "
                         "number extends the finished students")
-    p.add_argument("--smt-aligner", choices=SMT_ALIGNERS, default="eflomal",
-                   help="word aligner of the SMT tables: eflomal (better tables; it takes no seed, so the tables "
-                        "are recorded by hash and reused) or ibm1 (IBM Model 1: deterministic)")
+    p.add_argument("--smt-aligner", choices=ALIGNERS, default=DEFAULT_ALIGNER,
+                   help="word aligner of the SMT tables (chosen on FLORES dev: python -m "
+                        "pyserini_kdspd.search.translate.dev): fastalign (deterministic), eflomal (0.003 MRR better "
+                        "on dev, but it takes no seed: its tables are recorded by hash and reused) or ibm1")
     p.add_argument("--bitext", type=Path, default=None)
     p.add_argument("--mmarco-dir", type=Path, default=None,
                    help="mMARCO's {arabic,chinese,russian,indonesian}_collection.tsv: adds the mTREC column")

@@ -237,8 +237,12 @@ def test_students_trained_on_minutes_are_refused(tmp_path, log):
     assert not list((tmp_path / "models").glob("*.train.log"))  # refused before either training started
 
 
-def test_ibm1_smt_tables_are_the_same_in_two_fresh_roots(tmp_path, shared_data):
-    """eflomal takes no seed; --smt-aligner ibm1 gives the same table from the same bitext every time."""
+def test_default_smt_tables_are_the_same_in_two_fresh_roots(tmp_path, shared_data):
+    """eflomal takes no seed; the default aligner (fast_align's model) gives the same table from the same bitext
+    every time, and a table another aligner left in the folder is trained again, not reused."""
+    from pyserini_kdspd.distill.bitext import read_bitext
+    from pyserini_kdspd.search.translate.smt import train
+
     bitext = tmp_path / "bitext"
     bitext.mkdir()
     lines = (shared_data / "bitext/en-de.tsv").read_text(encoding="utf-8").splitlines()[:300]
@@ -246,13 +250,47 @@ def test_ibm1_smt_tables_are_the_same_in_two_fresh_roots(tmp_path, shared_data):
     col = Collection(name="clef", corpus_dir=tmp_path, by_lang={}, topics=tmp_path, qrels=tmp_path)
     tables = []
     for root in (tmp_path / "a", tmp_path / "b"):
-        [(_, _, make)] = translators(col, Settings(root=root, bitext=bitext, smt_aligner="ibm1", nmt=None))
+        [(_, _, make, source)] = translators(col, Settings(root=root, bitext=bitext, nmt=None))
+        if root.name == "b":  # an IBM Model 1 table where the default's belongs
+            ibm1 = train(read_bitext(bitext / "en-de.tsv").pairs(), "de", aligner="ibm1")
+            ibm1.save(root / "models/smt/en-de.tsv.gz")
         make("de")
-        with gzip.open(root / "models/smt-ibm1/en-de.tsv.gz", "rt", encoding="utf-8") as f:
+        assert source("de") == root / "models/smt/en-de.tsv.gz"
+        with gzip.open(source("de"), "rt", encoding="utf-8") as f:
             header, *table_lines = f.read().splitlines()
-        assert json.loads(header[2:])["model"] == "ibm1"
+        assert json.loads(header[2:])["model"] == "fastalign"
         tables.append(table_lines)  # the header also holds the seconds it took
     assert len(tables[0]) > 100 and tables[0] == tables[1]
+
+
+def test_smt_runs_are_redone_when_their_table_changes(tmp_path, lareqa_slice, bitext_dir):
+    """The driver reuses a per-language SMT run only while it is newer than its table: a table that another
+    aligner had left, trained again, redoes the run; another aligner's runs are other files."""
+    from pyserini_kdspd.distill.bitext import read_bitext
+    from pyserini_kdspd.search.translate.smt import train
+    from pyserini_kdspd.table2 import bm25_rows
+
+    src, _ = lareqa_slice
+    recs = list(io.read_jsonl(src / "corpus/docs.jsonl"))
+    by_lang = {}
+    for lang in ("de", "en"):
+        by_lang[lang] = tmp_path / f"collections/lareqa/by-lang/{lang}"
+        io.write_jsonl(by_lang[lang] / "corpus.jsonl", (r for r in recs if r["lang"] == lang))
+    col = Collection(name="lareqa", corpus_dir=src / "corpus", by_lang=by_lang, topics=src / "topics.en.tsv",
+                     qrels=src / "qrels.txt")
+    s = Settings(root=tmp_path, bitext=bitext_dir, threads=1, nmt=None)
+    assert set(bm25_rows(col, s, Stages())) == {"SMT + Round Robin", "SMT + Score"}
+    run = tmp_path / "runs/lareqa/by-lang/bm25-smt.de.txt"
+    made = run.stat().st_mtime_ns
+    bm25_rows(col, s, Stages())
+    assert run.stat().st_mtime_ns == made  # nothing changed: reused
+    table = tmp_path / "models/smt/en-de.tsv.gz"
+    train(read_bitext(bitext_dir / "en-de.tsv").pairs(), "de", aligner="ibm1").save(table)
+    bm25_rows(col, s, Stages())
+    assert run.stat().st_mtime_ns > made and json.loads(gzip.open(table, "rt").readline()[2:])["model"] == "fastalign"
+    rows = bm25_rows(col, dataclasses.replace(s, smt_aligner="ibm1"), Stages())
+    assert rows["SMT + Score"] == tmp_path / "runs/lareqa/bm25-smt-ibm1+score.txt"
+    assert (tmp_path / "models/smt-ibm1/en-de.tsv.gz").is_file() and (tmp_path / "runs/lareqa/by-lang/bm25-smt-ibm1.de.txt").is_file()
 
 
 def test_a_model_that_encodes_documents_alike_reuses_the_index(tmp_path, capsys):

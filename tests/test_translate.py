@@ -60,6 +60,28 @@ def test_eflomal_aligner_learns_sensible_translations(shared_data):
         train([("a house", "ein Haus")], "de", aligner="giza")
 
 
+def test_fastalign_prefers_the_diagonal_and_is_deterministic(shared_data):
+    """Two English words that always appear together, in the same order as their translations: IBM Model 1
+    cannot tell which is which (t = 1/2 each); fast_align's diagonal prior aligns first to first."""
+    from pyserini_kdspd.search.translate.smt import ibm1
+
+    src = [[0, 1, 2]] * 20  # NULL, "a", "b"
+    tgt = [[0, 1]] * 20  # "x", "y"
+    for tension, expect in ((None, 0.5), (4.0, None)):
+        e, f, t = ibm1(src, tgt, 3, iterations=5, tension=tension)
+        p = {(int(a), int(b)): float(v) for a, b, v in zip(e, f, t)}
+        if expect is not None:
+            assert p[1, 0] == pytest.approx(expect) and p[1, 1] == pytest.approx(expect)
+        else:
+            assert p[1, 0] > 0.9 and p[2, 1] > 0.9 and p[1, 1] < 0.1
+    pairs = read_bitext(shared_data / "bitext" / "en-de.tsv").pairs(8000)
+    a, b = (train(pairs, "de", aligner="fastalign") for _ in range(2))
+    assert a.table == b.table and a.meta["model"] == "fastalign" and a.meta["tension"] == 4.0
+    assert top(a, "house", k=1) == ["haus"] and top(a, "water", k=1) == ["wass"]
+    for options in a.table.values():
+        assert all(0 < p <= 1 for _, p in options)
+
+
 def test_smt_query_is_weighted_bag_of_target_terms(table_el):
     table = TranslationTable.load(table_el)
     tr = SMTTranslator({"el": table})
@@ -122,13 +144,20 @@ def test_for_language_trains_once_then_loads(shared_data, tmp_path):
     assert (tmp_path / "models" / "en-th.tsv.gz").is_file()
     assert_trained_on(tr.tables["th"].meta, len(lines))
     (bitext / "en-th.tsv").unlink()  # a second call must not need the bitext
-    again = SMTTranslator.for_language("th", model_dir=tmp_path / "models", bitext_dir=bitext)
+    again = SMTTranslator.for_language("th", model_dir=tmp_path / "models", bitext_dir=bitext, aligner="ibm1")
     # the first call translates with the table as saved (probabilities to 6 significant digits), so the query
     # weights, and the run, of the call that trained it are those of every later call, exactly
     trained, loaded = tr.tables["th"].table, again.tables["th"].table
     assert {(e, f): p for e in loaded for f, p in loaded[e]} == {(e, f): p for e in trained for f, p in trained[e]}
     topic = "how many people live in the city"
     assert tr.translate_query(topic, "th") == again.translate_query(topic, "th")
+    # a table another aligner made is not silently reused: it is trained again (the bitext is needed again)
+    with pytest.raises(FileNotFoundError, match="en-th.tsv"):
+        SMTTranslator.for_language("th", model_dir=tmp_path / "models", bitext_dir=bitext)  # the default: fastalign
+    (bitext / "en-th.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fast = SMTTranslator.for_language("th", model_dir=tmp_path / "models", bitext_dir=bitext, aligner="fastalign")
+    assert fast.tables["th"].meta["model"] == "fastalign" and fast.tables["th"].table != loaded
+    assert TranslationTable.load(tmp_path / "models" / "en-th.tsv.gz").meta["model"] == "fastalign"
 
 
 # ------------------------------------------------------------- nmt / file / human

@@ -258,7 +258,8 @@ def _translate(args, topics: dict[str, str], lang: str) -> dict[str, Query]:
         from .translate.smt import SMTTranslator
 
         tr = SMTTranslator.for_language(lang, source_lang=args.source_language, model_dir=args.smt_dir,
-                                        bitext_dir=args.bitext_dir, max_pairs=args.smt_max_pairs)
+                                        bitext_dir=args.bitext_dir, max_pairs=args.smt_max_pairs,
+                                        aligner=args.smt_aligner)
         return tr.translate_topics(topics, lang)
     from .translate.nmt import FileTranslator, HFTranslator, HumanTranslator
 
@@ -288,6 +289,8 @@ def _sibling_topics(topics_path: str, source_lang: str) -> str:
 
 
 def main(argv=None) -> int:
+    from .translate.smt import ALIGNERS, DEFAULT_ALIGNER
+
     ap = argparse.ArgumentParser(prog="python -m pyserini_kdspd.search.bm25", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     ix = sub.add_parser("index", help="build a BM25 index of one language's JsonCollection")
@@ -313,6 +316,8 @@ def main(argv=None) -> int:
     se.add_argument("--smt-dir", default="models/smt")
     se.add_argument("--bitext-dir", help="folder of en-XX.tsv (default: <data>/bitext)")
     se.add_argument("--smt-max-pairs", type=int, default=None)
+    se.add_argument("--smt-aligner", choices=ALIGNERS, default=DEFAULT_ALIGNER,
+                    help="word aligner of tables trained here (a table another one made is trained again)")
     se.add_argument("--nmt-model", default=None, help="Hugging Face model id (default: NLLB-200 distilled 600M)")
     se.add_argument("--tag", default=None)
     args = ap.parse_args(argv)
