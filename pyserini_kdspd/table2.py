@@ -321,14 +321,15 @@ def bm25_rows(col: Collection, s: Settings, st: Stages) -> dict[str, Path]:
             lang_runs = {}
             for lang, index in indexes.items():
                 out = runs_dir / "by-lang" / f"bm25-{slug}.{lang}.txt"
+                try:  # first, so that a table missing or made by another aligner is (re)trained before the test
+                    translator = None if lang == "en" else make(lang)
+                except FileNotFoundError as e:  # e.g. no en-fi bitext for an SMT table
+                    print(f"[skip] {label} rows for {col.name}: no translation into {lang!r}: {e}")
+                    lang_runs = None
+                    break
                 made_from = None if lang == "en" else source(lang)
                 if s.force or not newer(out, index / bm25.META) or (made_from and not newer(out, made_from)):
-                    try:
-                        queries = english if lang == "en" else translate_topics(make(lang), english, lang)
-                    except FileNotFoundError as e:  # e.g. no en-fi bitext for an SMT table
-                        print(f"[skip] {label} rows for {col.name}: no translation into {lang!r}: {e}")
-                        lang_runs = None
-                        break
+                    queries = english if lang == "en" else translate_topics(translator, english, lang)
                     io.write_run(out, bm25.search(index, queries, lang, k=s.hits, threads=s.threads),
                                  tag=f"bm25-{slug}-{lang}", depth=s.hits)
                 lang_runs[lang] = io.read_run(out)
