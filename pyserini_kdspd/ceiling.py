@@ -19,6 +19,11 @@ English score, against all 13,014 sentences; its MAP is what distillation from t
 are XQuAD-R's own alignment (:func:`~.data.lareqa.translations`: the sentences holding the same answer), not the
 sentence position, which differs between languages for one answer in seven.
 
+``--students kdspd kd-encoder`` adds how close Table 2's students are to that perfect student (:func:`closer`):
+each sentence's distance from the teacher's vector of its English sentence, and the MAP a student would have
+with its error scaled down (the vectors p + a (x - p)): what getting closer would buy, and whether two students
+made the same mistakes (the correlation of their errors).
+
 ``--readme`` copies the last report (``runs/lareqa-en/ceiling.md``) into the README's ceiling block.
 """
 from __future__ import annotations
@@ -84,6 +89,111 @@ def perfect_student(english_run: Mapping[str, Mapping[str, float]], versions: Ma
     return out
 
 
+ALPHAS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)  # 1: the student as trained; 0: the perfect student
+
+
+def read_flat_index(index_dir):
+    """(docids, vectors) of a flat FAISS index in Pyserini's layout (``index`` + ``docid``)."""
+    import faiss
+
+    index_dir = Path(index_dir)
+    ids = (index_dir / "docid").read_text(encoding="utf-8").split()
+    index = faiss.read_index(str(index_dir / "index"))
+    if index.ntotal != len(ids):
+        raise ValueError(f"{index_dir}: {index.ntotal} vectors but {len(ids)} docids")
+    return ids, index.reconstruct_n(0, index.ntotal)
+
+
+def read_query_vectors(encoded_queries):
+    """(query ids, vectors) of Pyserini's ``--encoded-queries`` folder (``embedding.pkl``)."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.read_pickle(Path(encoded_queries) / "embedding.pkl")
+    return [str(q) for q in table["id"]], np.stack(table["embedding"].to_numpy()).astype(np.float32)
+
+
+def closer(student, teacher, queries, qrels, versions: Mapping[str, Iterable[str]], alphas=ALPHAS,
+           hits: int = 100) -> dict:
+    """How far a distilled student is from its perfect counterpart, and what getting closer would buy.
+
+    ``student`` and ``teacher``: (docids, vectors) of the same sentences, the student's and the teacher's own
+    document vectors; ``queries``: (ids, vectors) of the student's query side (its teacher's query encoder). The
+    perfect student puts every sentence at the teacher's vector of the English sentence it translates (its first,
+    when it merges two: ``versions``); the student's error is its distance from there. Returns the mean error per
+    language, each sentence's error vector (``errors``, to compare students) and the MAP / MRR of the vectors
+    p + alpha (x - p) for every ``alpha`` (1: the student, 0: the perfect student), top ``hits`` by inner
+    product, scored as Table 2's rows are."""
+    import numpy as np
+
+    from .data.lareqa import docid_lang
+
+    ids, x = student
+    t_ids, t = teacher
+    if list(ids) != list(t_ids):
+        raise ValueError("the student's and the teacher's indexes must hold the same sentences in the same order")
+    row = {d: i for i, d in enumerate(t_ids)}
+    source = {}
+    for en, vs in versions.items():
+        for v in vs:
+            source.setdefault(v, en)
+    p = t[[row[source.get(d, d)] for d in ids]]
+    err = x - p
+    langs = np.array([docid_lang(d) for d in ids])
+    norms = np.linalg.norm(err, axis=1)
+    error = {lang: float(norms[langs == lang].mean()) for lang in sorted(set(langs.tolist()))}
+    qids, q = queries
+    out = {"error": error, "errors": err, "map": {}, "recip_rank": {}}
+    for a in alphas:
+        scores = q @ (p + a * err).T
+        top = np.argpartition(-scores, hits - 1, axis=1)[:, :hits]
+        run = {qid: {ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(qids)}
+        ev = evaluate(run, qrels, depth=hits, metrics=("map", "recip_rank"))
+        out["map"][a], out["recip_rank"][a] = ev["map"], ev["recip_rank"]
+    return out
+
+
+def error_correlation(a, b, ids) -> float:
+    """Pearson correlation of two students' error vectors over the non-English sentences (``ids``: their
+    docids): near 1, the two made the same mistakes."""
+    import numpy as np
+
+    from .data.lareqa import QUERY_LANGUAGE, docid_lang
+
+    keep = np.array([docid_lang(d) != QUERY_LANGUAGE for d in ids])
+    return float(np.corrcoef(a[keep].ravel(), b[keep].ravel())[0, 1])
+
+
+def lareqa_closer(students: Iterable[str], output_root=".", data_dir=None, hits: int = 100) -> dict:
+    """:func:`closer` for Table 2's students (index folder names under ``indexes/lareqa``, e.g. ``kdspd``), against
+    the teacher row's index (``indexes/lareqa/teacher``), with each student's own query vectors."""
+    from .data.lareqa import NAME as LAREQA, prepare_lareqa, translations
+    from .search.dense import DenseModel, encode_queries
+
+    root = Path(output_root)
+    paths = prepare_lareqa(data_dir, root)
+    qrels = read_qrels(paths.qrels)
+    indexes = root / "indexes" / LAREQA
+    teacher = read_flat_index(indexes / "teacher")
+    versions = translations(qrels, teacher[0])
+    out = {}
+    for name in students:
+        folder = root / "models" / name
+        if not (indexes / name / "index").is_file() or not folder.is_dir():
+            raise FileNotFoundError(f"{indexes / name} or {folder}: run python -m pyserini_kdspd.table2 first")
+        model = DenseModel.from_name(name, str(folder))
+        queries = encode_queries(model, paths.topics["en"], indexes / f"{name}.teacher-queries",
+                                 source=indexes / name / "index")
+        out[name] = closer(read_flat_index(indexes / name), teacher, read_query_vectors(queries), qrels, versions,
+                           hits=hits)
+    for a in out:  # the pairs' error correlations, then the error vectors can go
+        out[a]["correlation"] = {b: error_correlation(out[a]["errors"], out[b]["errors"], teacher[0])
+                                 for b in out if b != a}
+    for c in out.values():
+        del c["errors"]
+    return out
+
+
 def lareqa_perfect_student(teacher: str, output_root=".", data_dir=None, hits: int = 100) -> Evaluation:
     """:func:`perfect_student` of ``teacher``'s English-only LAReQA run (:func:`lareqa_ceiling` makes it), scored
     as Table 2's rows are: all 13,014 sentences' judgments, top ``hits``."""
@@ -126,19 +236,42 @@ def report_path(output_root) -> Path:
 
 
 def report(rows: Mapping[str, Evaluation], perfect: Mapping[str, Evaluation], command: str, hits: int,
-           sentences: Mapping[str, int]) -> str:
-    """Both tables of :func:`main` in Markdown, under the command that made them; ``sentences``: language ->
-    sentences in the collection."""
-    n = ", ".join(map(str, sorted({ev.num_queries for ev in rows.values()})))
-    return (f"`{command}`:\n\n"
-            f"English-only ceiling: LAReQA XQuAD-R, the {n} English questions against the {sentences['en']:,} English "
-            f"sentences (MAP equals MRR: one answer each), top {hits}.\n\n"
-            + render_table(rows, metrics=METRICS, marks={}).strip() + "\n\n"
-            f"A perfect student of each teacher: every sentence where the teacher puts the English sentence it "
-            f"translates (XQuAD-R's alignment), against all {sum(sentences.values()):,} sentences of the "
-            f"{len(sentences)} languages, each question's answers in every language relevant (Table 2's task), "
-            f"top {hits}.\n\n"
-            + render_table(perfect, metrics=METRICS, marks={}).strip() + "\n")
+           sentences: Mapping[str, int], students: Mapping[str, dict] | None = None) -> str:
+    """The tables of :func:`main` in Markdown, under the command that made them; ``sentences``: language ->
+    sentences in the collection; ``students``: :func:`lareqa_closer`'s results, if any."""
+    parts = [f"`{command}`:\n"]
+    if rows:
+        n = ", ".join(map(str, sorted({ev.num_queries for ev in rows.values()})))
+        parts += [f"English-only ceiling: LAReQA XQuAD-R, the {n} English questions against the {sentences['en']:,} "
+                  f"English sentences (MAP equals MRR: one answer each), top {hits}.\n",
+                  render_table(rows, metrics=METRICS, marks={}).strip() + "\n",
+                  f"A perfect student of each teacher: every sentence where the teacher puts the English sentence it "
+                  f"translates (XQuAD-R's alignment), against all {sum(sentences.values()):,} sentences of the "
+                  f"{len(sentences)} languages, each question's answers in every language relevant (Table 2's task), "
+                  f"top {hits}.\n",
+                  render_table(perfect, metrics=METRICS, marks={}).strip() + "\n"]
+    if students:
+        alphas = list(next(iter(students.values()))["map"])
+        cols = [f"MAP a = {a:g}" + (" (as trained)" if a == 1 else " (perfect)" if a == 0 else "") for a in alphas]
+        lines = [f"How close Table 2's students are to their perfect student (its teacher's index): the error of a "
+                 f"sentence is the distance of its vector from the teacher's vector of the English sentence it "
+                 f"translates (mean per sentence; the vectors have norm 1), and the MAP columns score the vectors "
+                 f"p + a (x - p) for a from 1 (the student) to 0 (the perfect student), by inner product with the "
+                 f"student's own query vectors, top {hits}. (At a = 0 a sentence that merges two English sentences sits "
+                 f"at the first one's vector; the perfect student above takes the better of their two scores.)", "",
+                 "| student | error, English | error, other languages (mean) | " + " | ".join(cols) + " |",
+                 "|---|---:|---:|" + "---:|" * len(alphas)]
+        for name, c in students.items():
+            others = [v for lang, v in c["error"].items() if lang != "en"]
+            lines.append(f"| {name} | {c['error'].get('en', float('nan')):.3f} | {sum(others) / len(others):.3f} | "
+                         + " | ".join(f"{c['map'][a]:.3f}" for a in alphas) + " |")
+        names = list(students)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                lines.append(f"\nThe errors of {a} and {b} (every coordinate of every non-English sentence) "
+                             f"correlate at r = {students[a]['correlation'][b]:.3f}.")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def main(argv=None) -> int:
@@ -152,6 +285,9 @@ def main(argv=None) -> int:
                                        f"ceiling.md under --output-root.")
     p.add_argument("--teacher", nargs="+", metavar="NAME",
                    help="teachers to score, one at a time (aliases, Hugging Face ids or folders)")
+    p.add_argument("--students", nargs="+", metavar="NAME", default=[],
+                   help="also measure how close Table 2's students are to their perfect student (their folders under "
+                        "models/ and indexes under indexes/lareqa/, e.g. kdspd kd-encoder)")
     p.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default ../shared/data)")
     p.add_argument("--output-root", type=Path, default=Path("."))
     p.add_argument("--hits", type=POSITIVE_INT, default=100)
@@ -165,23 +301,25 @@ def main(argv=None) -> int:
     if args.readme is not None:
         return rewrite_readme_block(args.readme, "ceiling", lambda: report_block(
             args.output_root, REPORT, "python -m pyserini_kdspd.ceiling"), "ceiling block")
-    if not args.teacher:
-        p.error("--teacher is required (unless --readme)")
+    if not args.teacher and not args.students:
+        p.error("--teacher or --students is required (unless --readme)")
     command = shlex.join(["python", "-m", "pyserini_kdspd.ceiling", *(sys.argv[1:] if argv is None else argv)])
     configure_logging()
     if args.threads:  # the stock CLIs have no thread flag for torch; they inherit the environment
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
     def work() -> None:
+        teachers = args.teacher or []
         rows = {name: lareqa_ceiling(name, args.output_root, args.data_dir, hits=args.hits,
-                                     threads=max(1, args.threads), force=args.force) for name in args.teacher}
+                                     threads=max(1, args.threads), force=args.force) for name in teachers}
         perfect = {name: lareqa_perfect_student(name, args.output_root, args.data_dir, hits=args.hits)
-                   for name in args.teacher}
+                   for name in teachers}
+        students = lareqa_closer(args.students, args.output_root, args.data_dir, hits=args.hits)
         from .data.lareqa import docid_lang, prepare_lareqa
 
         paths = prepare_lareqa(args.data_dir, args.output_root)
         sentences = Counter(map(docid_lang, docids(paths.corpus)))
-        text = report(rows, perfect, command, args.hits, sentences)
+        text = report(rows, perfect, command, args.hits, sentences, students)
         with atomic_write(report_path(args.output_root)) as f:
             f.write(text)
         print("\n" + text)

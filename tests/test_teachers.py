@@ -154,6 +154,36 @@ def test_ceiling_of_a_teacher_through_stock_pyserini(shared_data, tmp_path):
     assert {d for docs in run.values() for d in docs} <= ids
 
 
+def test_closer_measures_a_students_distance_from_its_perfect_student():
+    """Two English sentences and their German versions; the question's answer is sentence 0. The student
+    leaves English where the teacher puts it and shifts German by a fixed error that sinks German's answer under
+    English's non-answer: MAP 0.833 as trained (ranks 1 and 3), 1 as the perfect student and already at a = 0.2 (not yet at 0.6);
+    the reported error is the shift's length, 0 for English; the same error twice correlates at 1, its opposite
+    at -1; the report shows the table and the correlation."""
+    from pyserini_kdspd.ceiling import closer, error_correlation, report
+
+    ids = _ids("en", 0, 1) + _ids("de", 0, 1)
+    t = np.array([[1, 0, 0], [0.8, 0.6, 0], [0.9, 0, 0.436], [0, 1, 0]], dtype=np.float32)  # de: the teacher's own
+    shift = np.array([-0.5, 0, 0.3], dtype=np.float32)
+    x = np.array([t[0], t[1], t[0] + shift, t[1] + shift])
+    qrels = {"q": {ids[0]: 1, ids[2]: 1}}
+    versions = {ids[0]: [ids[0], ids[2]], ids[1]: [ids[1], ids[3]]}
+    got = closer((ids, x), (ids, t), (["q"], np.array([[1, 0, 0]], dtype=np.float32)), qrels, versions, hits=4)
+    assert got["error"] == pytest.approx({"en": 0.0, "de": float(np.linalg.norm(shift))})
+    assert got["map"][1.0] == pytest.approx((1 + 2 / 3) / 2) and got["recip_rank"][1.0] == 1.0
+    assert got["map"][0.0] == 1.0 and got["map"][0.2] == 1.0 and got["map"][0.6] == got["map"][1.0]
+    assert error_correlation(got["errors"], got["errors"], ids) == pytest.approx(1.0)
+    assert error_correlation(got["errors"], -got["errors"], ids) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="same sentences"):
+        closer((ids[::-1], x), (ids, t), (["q"], t[:1]), qrels, versions, hits=4)
+    got["correlation"] = {"other": 0.98765}
+    text = report({}, {}, "python -m pyserini_kdspd.ceiling --students s other", 4, {"en": 2, "de": 2},
+                  {"s": got, "other": {**got, "correlation": {"s": 0.98765}}})
+    assert "| s | 0.000 | 0.583 | 0.833 | " in text and "| 1.000 |" in text
+    assert "MAP a = 1 (as trained)" in text and "MAP a = 0 (perfect)" in text
+    assert "The errors of s and other" in text and "r = 0.988" in text
+
+
 def test_ceiling_cli_refuses_bad_flags_before_any_work(capsys, tmp_path):
     with pytest.raises(SystemExit) as err:
         ceiling_main(["--teacher", "all-MiniLM-L6-v2", "--hits", "0", "--output-root", str(tmp_path)])
