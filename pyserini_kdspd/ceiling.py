@@ -170,18 +170,22 @@ def lareqa_closer(students: Iterable[str], output_root=".", data_dir=None, hits:
     from .data.lareqa import NAME as LAREQA, prepare_lareqa, translations
     from .search.dense import DenseModel, encode_queries
 
-    root = Path(output_root)
+    root, students = Path(output_root), list(students)
+    indexes = root / "indexes" / LAREQA
+    missing = [str(p) for name in students for p in (indexes / name / "index", root / "models" / name)
+               if not p.exists()]
+    if students and not (indexes / "teacher" / "index").is_file():
+        missing.insert(0, str(indexes / "teacher" / "index"))
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: run python -m pyserini_kdspd.table2 first (--output-root "
+                                f"names its root)")
     paths = prepare_lareqa(data_dir, root)
     qrels = read_qrels(paths.qrels)
-    indexes = root / "indexes" / LAREQA
     teacher = read_flat_index(indexes / "teacher")
     versions = translations(qrels, teacher[0])
     out = {}
     for name in students:
-        folder = root / "models" / name
-        if not (indexes / name / "index").is_file() or not folder.is_dir():
-            raise FileNotFoundError(f"{indexes / name} or {folder}: run python -m pyserini_kdspd.table2 first")
-        model = DenseModel.from_name(name, str(folder))
+        model = DenseModel.from_name(name, str(root / "models" / name))
         queries = encode_queries(model, paths.topics["en"], indexes / f"{name}.teacher-queries",
                                  source=indexes / name / "index")
         out[name] = closer(read_flat_index(indexes / name), teacher, read_query_vectors(queries), qrels, versions,
@@ -309,12 +313,14 @@ def main(argv=None) -> int:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
     def work() -> None:
+        # the students first: they need the Table 2 driver's outputs, and a missing one stops before any encoding
+        students = lareqa_closer(args.students, args.output_root, args.data_dir, hits=args.hits) if args.students \
+            else {}
         teachers = args.teacher or []
         rows = {name: lareqa_ceiling(name, args.output_root, args.data_dir, hits=args.hits,
                                      threads=max(1, args.threads), force=args.force) for name in teachers}
         perfect = {name: lareqa_perfect_student(name, args.output_root, args.data_dir, hits=args.hits)
                    for name in teachers}
-        students = lareqa_closer(args.students, args.output_root, args.data_dir, hits=args.hits)
         from .data.lareqa import docid_lang, prepare_lareqa
 
         paths = prepare_lareqa(args.data_dir, args.output_root)

@@ -189,6 +189,11 @@ def test_ceiling_cli_refuses_bad_flags_before_any_work(capsys, tmp_path):
         ceiling_main(["--teacher", "all-MiniLM-L6-v2", "--hits", "0", "--output-root", str(tmp_path)])
     assert err.value.code == 2 and "--hits: must be > 0, got 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+    # --students needs the Table 2 driver's indexes and student folders: it names them and stops before any work
+    assert ceiling_main(["--students", "kdspd", "--output-root", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/indexes/lareqa/teacher/index" in err and f"{tmp_path}/models/kdspd" in err
+    assert "run python -m pyserini_kdspd.table2 first" in err and not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow
