@@ -443,12 +443,12 @@ def record(col: Collection, s: Settings, rows: dict[str, Path], students: dict[s
     """Write what made ``runs/<collection>/table2.md`` next to it, for ``--readme`` and for checking a rerun.
 
     ``table2.json``: the command, the seed and what it drives, the machine, library versions, and the
-    SHA-256 of every row's run file, of the student weights and of the SMT tables (eflomal takes no seed,
-    so its tables are identified by content). ``stages.json``: this run's stage times (without the stages
+    SHA-256 of every row's run file, of the student weights and of the SMT tables' entries (the same tables
+    trained again hash the same; eflomal's, unseeded, are identified by it). ``stages.json``: this run's stage times (without the stages
     of the ``others`` collections), after those of the earlier runs since the last ``--force``.
     """
     from .runtime import cpu_info
-    from .search.translate.smt import model_path
+    from .search.translate.smt import entries_sha256, model_path
     from .spd.student import WEIGHTS_NAME
 
     def rel(path: Path) -> str:
@@ -469,11 +469,12 @@ def record(col: Collection, s: Settings, rows: dict[str, Path], students: dict[s
             "runs": {label: {"file": rel(path), "sha256": io.sha256_file(path)} for label, path in rows.items()}}
     if any(label.startswith("SMT ") for label in rows):
         tables = {lang: model_path(smt_dir(s), lang) for lang in sorted(col.by_lang) if lang != "en"}
-        meta["smt"] = {"aligner": s.smt_aligner, "tables": {lang: {"file": rel(p), "sha256": io.sha256_file(p)}
-                                                            for lang, p in tables.items() if p.is_file()}}
+        meta["smt"] = {"aligner": s.smt_aligner,
+                       "tables": {lang: {"file": rel(p), "entries_sha256": entries_sha256(p)}
+                                  for lang, p in tables.items() if p.is_file()}}
         if s.smt_aligner == "eflomal":
             meta["unseeded"] = ["SMT tables: eflomal seeds its samplers from /dev/urandom (no flag sets it); "
-                                "a rerun reuses the tables under " + rel(smt_dir(s)) + " (sha256 above), and "
+                                "a rerun reuses the tables under " + rel(smt_dir(s)) + " (hashes above), and "
                                 f"--smt-aligner {DEFAULT_ALIGNER} (the default) trains deterministic ones"]
     io.write_json(runs_dir / "table2.json", meta)
     stages_file = runs_dir / "stages.json"

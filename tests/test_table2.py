@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from pyserini_kdspd import io
 from pyserini_kdspd.distill.trainer import LOG_NAME
+from pyserini_kdspd.search.translate.smt import entries_sha256
 from pyserini_kdspd.table2 import Collection, Settings, Stages, main, record, table, train_students, translators
 
 FIX = Path(__file__).parent / "fixtures" / "clef"
@@ -101,6 +102,7 @@ def test_the_driver_records_what_made_the_table(driven):
         {label: io.sha256_file(root / run["file"]) for label, run in meta["runs"].items()}
     assert set(meta["runs"]) == {"SMT + Round Robin", "SMT + Score", "NMT + Round Robin", "NMT + Score"}
     assert set(meta["smt"]["tables"]) == {"de", "fr", "it"}
+    assert all(t["entries_sha256"] == entries_sha256(root / t["file"]) for t in meta["smt"]["tables"].values())
     assert meta["runs"]["NMT + Score"]["file"] == "runs/clef/bm25-nmt+score.txt"  # relative: the root can move
     stages = [name for name, _ in io.read_json(root / "runs/clef/stages.json")["runs"][0]["stages"]]
     assert stages[0] == "data: clef, mtrec" and "clef: evaluate" in stages
@@ -243,6 +245,7 @@ def test_default_smt_tables_are_the_same_in_two_fresh_roots(tmp_path, shared_dat
     from pyserini_kdspd.distill.bitext import read_bitext
     from pyserini_kdspd.search.translate.smt import train
 
+    hashes = []
     bitext = tmp_path / "bitext"
     bitext.mkdir()
     lines = (shared_data / "bitext/en-de.tsv").read_text(encoding="utf-8").splitlines()[:300]
@@ -260,7 +263,15 @@ def test_default_smt_tables_are_the_same_in_two_fresh_roots(tmp_path, shared_dat
             header, *table_lines = f.read().splitlines()
         assert json.loads(header[2:])["model"] == "fastalign"
         tables.append(table_lines)  # the header also holds the seconds it took
-    assert len(tables[0]) > 100 and tables[0] == tables[1]
+        hashes.append(entries_sha256(source("de")))
+    assert len(tables[0]) > 100 and tables[0] == tables[1] and hashes[0] == hashes[1]
+    changed = tmp_path / "changed.tsv.gz"
+    with gzip.open(changed, "wt", encoding="utf-8") as f:
+        f.write("\n".join([header, *tables[0][:-1], "x\ty\t0.5"]) + "\n")
+    assert entries_sha256(changed) != hashes[0]
+    with gzip.open(changed, "wt", encoding="utf-8") as f:  # the same entries under another header (other seconds)
+        f.write("\n".join(['# {"train_seconds": 12345}', *tables[0]]) + "\n")
+    assert entries_sha256(changed) == hashes[0]
 
 
 def test_smt_runs_are_redone_when_their_table_changes(tmp_path, lareqa_slice, bitext_dir):

@@ -142,6 +142,19 @@ class TranslationTable:
         return cls(table, meta)
 
 
+def entries_sha256(path) -> str:
+    """SHA-256 of a saved table's entries, its header left out: the header holds the seconds training took, so
+    the same table trained twice differs there and only there."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with gzip.open(path, "rb") as f:
+        for i, line in enumerate(f):
+            if not (i == 0 and line.startswith(b"# ")):
+                digest.update(line)
+    return digest.hexdigest()
+
+
 def eflomal_counts(src: list[list[str]], tgt: list[list[str]]):
     """p(f|e) from eflomal's forward (English -> target) alignment links: c(e, f) / c(e, any f).
 
