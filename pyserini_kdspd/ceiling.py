@@ -92,18 +92,6 @@ def perfect_student(english_run: Mapping[str, Mapping[str, float]], versions: Ma
 ALPHAS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)  # 1: the student as trained; 0: the perfect student
 
 
-def read_flat_index(index_dir):
-    """(docids, vectors) of a flat FAISS index in Pyserini's layout (``index`` + ``docid``)."""
-    import faiss
-
-    index_dir = Path(index_dir)
-    ids = (index_dir / "docid").read_text(encoding="utf-8").split()
-    index = faiss.read_index(str(index_dir / "index"))
-    if index.ntotal != len(ids):
-        raise ValueError(f"{index_dir}: {index.ntotal} vectors but {len(ids)} docids")
-    return ids, index.reconstruct_n(0, index.ntotal)
-
-
 def read_query_vectors(encoded_queries):
     """(query ids, vectors) of Pyserini's ``--encoded-queries`` folder (``embedding.pkl``)."""
     import numpy as np
@@ -168,6 +156,7 @@ def lareqa_closer(students: Iterable[str], output_root=".", data_dir=None, hits:
     """:func:`closer` for Table 2's students (index folder names under ``indexes/lareqa``, e.g. ``kdspd``), against
     the teacher row's index (``indexes/lareqa/teacher``), with each student's own query vectors."""
     from .data.lareqa import NAME as LAREQA, prepare_lareqa, translations
+    from .index.vectors import read_faiss
     from .search.dense import DenseModel, encode_queries
 
     root, students = Path(output_root), list(students)
@@ -181,17 +170,18 @@ def lareqa_closer(students: Iterable[str], output_root=".", data_dir=None, hits:
                                 f"names its root)")
     paths = prepare_lareqa(data_dir, root)
     qrels = read_qrels(paths.qrels)
-    teacher = read_flat_index(indexes / "teacher")
-    versions = translations(qrels, teacher[0])
+    t = read_faiss(indexes / "teacher")
+    teacher = (t.docids, t.vectors)
+    versions = translations(qrels, t.docids)
     out = {}
     for name in students:
         model = DenseModel.from_name(name, str(root / "models" / name))
         queries = encode_queries(model, paths.topics["en"], indexes / f"{name}.teacher-queries",
                                  source=indexes / name / "index")
-        out[name] = closer(read_flat_index(indexes / name), teacher, read_query_vectors(queries), qrels, versions,
-                           hits=hits)
+        x = read_faiss(indexes / name)
+        out[name] = closer((x.docids, x.vectors), teacher, read_query_vectors(queries), qrels, versions, hits=hits)
     for a in out:  # the pairs' error correlations, then the error vectors can go
-        out[a]["correlation"] = {b: error_correlation(out[a]["errors"], out[b]["errors"], teacher[0])
+        out[a]["correlation"] = {b: error_correlation(out[a]["errors"], out[b]["errors"], t.docids)
                                  for b in out if b != a}
     for c in out.values():
         del c["errors"]
@@ -261,8 +251,9 @@ def report(rows: Mapping[str, Evaluation], perfect: Mapping[str, Evaluation], co
                  f"sentence is the distance of its vector from the teacher's vector of the English sentence it "
                  f"translates (mean per sentence; the vectors have norm 1), and the MAP columns score the vectors "
                  f"p + a (x - p) for a from 1 (the student) to 0 (the perfect student), by inner product with the "
-                 f"student's own query vectors, top {hits}. (At a = 0 a sentence that merges two English sentences sits "
-                 f"at the first one's vector; the perfect student above takes the better of their two scores.)", "",
+                 f"student's own query vectors, top {hits}. (At a = 0 a sentence that merges two English "
+                 f"sentences sits at the first one's vector; the perfect student above takes the better of their "
+                 f"two scores.)", "",
                  "| student | error, English | error, other languages (mean) | " + " | ".join(cols) + " |",
                  "|---|---:|---:|" + "---:|" * len(alphas)]
         for name, c in students.items():

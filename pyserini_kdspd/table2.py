@@ -286,11 +286,10 @@ def translators(col: Collection, s: Settings):
     from .search.translate.smt import SMTTranslator, model_path
 
     bitext = s.bitext or (s.data / "bitext" if s.data else None)
-    # the runs of another aligner's tables are other files, as the tables are (smt_dir)
-    smt = "smt" if s.smt_aligner == DEFAULT_ALIGNER else f"smt-{s.smt_aligner}"
-    out = [("SMT", smt, lambda lang: SMTTranslator.for_language(lang, model_dir=smt_dir(s), bitext_dir=bitext,
-                                                                  aligner=s.smt_aligner),
-            lambda lang: model_path(smt_dir(s), lang))]
+    tables = smt_dir(s)  # its name is the runs' slug: another aligner's runs are other files, as its tables are
+    out = [("SMT", tables.name, lambda lang: SMTTranslator.for_language(lang, model_dir=tables, bitext_dir=bitext,
+                                                                        aligner=s.smt_aligner),
+            lambda lang: model_path(tables, lang))]
     if s.nmt == "human" and col.translations:
         pattern = str(next(iter(col.translations.values()))).replace(
             f".{next(iter(col.translations))}.", ".{lang}.")
@@ -444,8 +443,9 @@ def record(col: Collection, s: Settings, rows: dict[str, Path], students: dict[s
 
     ``table2.json``: the command, the seed and what it drives, the machine, library versions, and the
     SHA-256 of every row's run file, of the student weights and of the SMT tables' entries (the same tables
-    trained again hash the same; eflomal's, unseeded, are identified by it). ``stages.json``: this run's stage times (without the stages
-    of the ``others`` collections), after those of the earlier runs since the last ``--force``.
+    trained again hash the same; eflomal's, unseeded, are identified by it). ``stages.json``: this run's stage
+    times (without the stages of the ``others`` collections), after those of the earlier runs since the last
+    ``--force``.
     """
     from .runtime import cpu_info
     from .search.translate.smt import entries_sha256, model_path
@@ -552,7 +552,8 @@ def _student_settings(settings: dict) -> str:
         vector = "decoder output"
         if settings.get("residual"):
             vector = ("mean pooling + decoder output through a linear map from 0 (residual)"
-                      if settings.get("residual_branch") == "linear" else "mean pooling + gated decoder output (residual)")
+                      if settings.get("residual_branch") == "linear"
+                      else "mean pooling + gated decoder output (residual)")
         text += f", l = {settings['prompt_length']}, document vector: {vector}"
     return text
 

@@ -157,7 +157,8 @@ def test_ceiling_of_a_teacher_through_stock_pyserini(shared_data, tmp_path):
 def test_closer_measures_a_students_distance_from_its_perfect_student():
     """Two English sentences and their German versions; the question's answer is sentence 0. The student
     leaves English where the teacher puts it and shifts German by a fixed error that sinks German's answer under
-    English's non-answer: MAP 0.833 as trained (ranks 1 and 3), 1 as the perfect student and already at a = 0.2 (not yet at 0.6);
+    English's non-answer: MAP 0.833 as trained (ranks 1 and 3), 1 as the perfect student and already at a = 0.2
+    (not yet at 0.6);
     the reported error is the shift's length, 0 for English; the same error twice correlates at 1, its opposite
     at -1; the report shows the table and the correlation."""
     from pyserini_kdspd.ceiling import closer, error_correlation, report

@@ -6,10 +6,10 @@ The task: every English FLORES devtest sentence, translated term by term by a ta
 1012 FLORES sentences with BM25 under the language's own analyzer; the one relevant sentence is its
 translation. MRR and P@1 per language, mean over the languages. Each aligner trains its tables ``--repeats``
 times from the same bitext: eflomal seeds its Gibbs samplers from ``/dev/urandom`` (no flag sets the seed), so
-its repeats show how far one training can move the figures; IBM Model 1 is deterministic, so its repeats must
-agree to the last digit::
+its repeats show how far one training can move the figures; fast_align's model and IBM Model 1 are deterministic,
+so their repeats must agree to the last digit::
 
-    python -m pyserini_kdspd.search.translate.dev --aligners eflomal ibm1 --repeats 3
+    python -m pyserini_kdspd.search.translate.dev --repeats 2        # every aligner
     python -m pyserini_kdspd.search.translate.dev --readme      # the README's smt-dev block
 
 Tables go to ``<output-root>/models/smt-dev/<aligner>-<repeat>/``, the FLORES BM25 indexes to
@@ -26,7 +26,6 @@ from typing import Mapping, Sequence
 
 REPORT = "runs/smt-dev/smt-dev.md"  # under --output-root: what main writes and --readme copies
 METRICS = ("recip_rank", "P_1")
-LABELS = {"recip_rank": "MRR", "P_1": "P@1"}
 
 
 def flores_index(flores, lang: str, root) -> Path:
@@ -116,10 +115,9 @@ def main(argv=None) -> int:
     from ...io import atomic_write, write_json
     from .smt import ALIGNERS
 
-    p = argparse.ArgumentParser(prog="python -m pyserini_kdspd.search.translate.dev",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--aligners", nargs="+", choices=ALIGNERS,
-                   default=["eflomal", "ibm1"])
+    prog = "python -m pyserini_kdspd.search.translate.dev"
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--aligners", nargs="+", choices=ALIGNERS, default=list(ALIGNERS))
     p.add_argument("--languages", nargs="+", default=None,
                    help="target languages (default: every bitext language with a FLORES devtest file)")
     p.add_argument("--repeats", type=POSITIVE_INT, default=3, help="fresh tables per aligner")
@@ -130,12 +128,10 @@ def main(argv=None) -> int:
                    help="run nothing: rewrite the block between <!-- smt-dev:start --> and <!-- smt-dev:end --> "
                         f"of README (default README.md) from {REPORT} under --output-root")
     args = p.parse_args(argv)
-    prog = "python -m pyserini_kdspd.search.translate.dev"
     if args.readme is not None:
         return rewrite_readme_block(args.readme, "smt-dev", lambda: report_block(args.output_root, REPORT, prog),
                                     "SMT dev block")
-    command = shlex.join(["python", "-m", "pyserini_kdspd.search.translate.dev",
-                          *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join([*shlex.split(prog), *(sys.argv[1:] if argv is None else argv)])
     configure_logging()
 
     def work() -> None:

@@ -218,7 +218,8 @@ FASTALIGN = {"tension": 4.0, "p_null": 0.08, "alpha": 0.01}
 
 
 def train(pairs: Iterable[tuple[str, str]], target_lang: str, source_lang: str = "en",
-          aligner: str = DEFAULT_ALIGNER, iterations: int = 5, max_len: int = 60, keep: int = 20, min_prob: float = 1e-3) -> TranslationTable:
+          aligner: str = DEFAULT_ALIGNER, iterations: int = 5, max_len: int = 60, keep: int = 20,
+          min_prob: float = 1e-3) -> TranslationTable:
     """Learn p(f|e) on analysed bitext; keep the top ``keep`` translations with p >= ``min_prob`` per term.
 
     ``aligner``: "fastalign" (the default: fast_align's diagonal-favouring IBM Model 2 with variational Bayes,
@@ -279,7 +280,8 @@ class SMTTranslator:
 
     @classmethod
     def for_language(cls, target_lang: str, source_lang: str = "en", model_dir="models/smt", bitext_dir=None,
-                     max_pairs: int | None = None, k: int = TOP_K, aligner: str = DEFAULT_ALIGNER) -> "SMTTranslator":
+                     max_pairs: int | None = None, k: int = TOP_K,
+                     aligner: str = DEFAULT_ALIGNER) -> "SMTTranslator":
         """Load ``model_dir/en-xx.tsv.gz``, training it from ``<data>/bitext/en-xx.tsv`` first if missing."""
         return cls({target_lang: load_or_train(target_lang, source_lang, model_dir, bitext_dir, max_pairs, aligner)},
                    source_lang, k)
